@@ -1,0 +1,277 @@
+"""The one place where the parts are wired together.
+
+    config ─► Workload API stream ─► validated snapshot ─► rendered files ─► atomic writer
+                                                                         └─► on_change hooks
+
+`X509Pipeline` turns each FetchX509SVID message into files on disk; `serve()` runs the
+pipeline once (one-shot mode) or forever (daemon mode) next to the signal handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from helper._proto import workload_pb2
+from helper.backoff import workload_api_backoff
+from helper.config import Config
+from helper.errors import Refused, WriteError
+from helper.identity import X509Snapshot
+from helper.render import render_x509
+from helper.signals import STOP_SIGNALS, SignalQueue
+from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
+from helper.tasks import run_until_first
+from helper.validate import select_svid, validate_x509_response
+from helper.workload import WorkloadAPIError, WorkloadClient, watch
+from helper.writer import AtomicWriter
+
+log = logging.getLogger("spiffe_helper")
+
+# Called after a snapshot reached disk: (snapshot, paths that changed).
+ChangeHook = Callable[[X509Snapshot, Sequence[Path]], Awaitable[None]]
+
+
+class X509Pipeline:
+    """FetchX509SVID messages in, validated files on disk out."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        client: WorkloadClient,
+        writer: AtomicWriter,
+        status: Status,
+        hooks: Sequence[ChangeHook] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.writer = writer
+        self.status = status
+        self.hooks = list(hooks)
+        self.backoff = workload_api_backoff()
+        self.snapshot: X509Snapshot | None = None
+
+    def accept(self, message: workload_pb2.X509SVIDResponse) -> list[Path] | None:
+        """Validate, render and write one message. None when it was refused or not written."""
+        try:
+            snapshot = validate_x509_response(message)
+            svid = select_svid(snapshot, self.cfg.hint)
+        except Refused as exc:
+            self.status.refused[exc.rule] += 1
+            self.status.last_error = f"refused message: {exc}"
+            log.error("refused X.509-SVID message (rule %s): %s; files left as they are",
+                      exc.rule, exc.detail)
+            return None
+        self.backoff.reset()
+        files = render_x509(snapshot, self.cfg)
+        try:
+            changed = self.writer.write_set(files)
+        except WriteError as exc:
+            self.status.x509_write_status = FAILED
+            self.status.write_failures += 1
+            self.status.last_error = str(exc)
+            log.error("writing X.509-SVID files failed: %s; previous files left in place", exc)
+            return None
+        self.snapshot = snapshot
+        first = self.status.x509_write_status != WRITTEN
+        self.status.x509_write_status = WRITTEN
+        self.status.spiffe_id = svid.spiffe_id
+        self.status.x509_serial = svid.leaf.serial_number
+        self.status.x509_not_before = svid.leaf.not_valid_before_utc
+        self.status.x509_expiry = svid.leaf.not_valid_after_utc
+        if changed:
+            self.status.rotations += 0 if first else 1
+            self.status.last_rotation = time.time()
+            log.info("X.509-SVID %s (serial %x, expires %s): %d file(s) updated",
+                     svid.spiffe_id, svid.leaf.serial_number,
+                     svid.leaf.not_valid_after_utc.isoformat(), len(changed))
+        else:
+            log.info("X.509-SVID %s unchanged on disk", svid.spiffe_id)
+        return changed
+
+    async def run(self, *, once: bool) -> None:
+        """Consume the stream: until the first good write (once) or forever."""
+
+        def on_retry(error: WorkloadAPIError | None, delay: float) -> None:
+            self.status.reconnects += 1
+            if error is not None:
+                self.status.last_error = f"workload API: {error}"
+
+        messages = watch(self.client.x509_svid_stream, backoff=self.backoff,
+                         what=f"X.509-SVID stream from {self.client.address}", on_retry=on_retry)
+        async for message in messages:
+            changed = self.accept(message)
+            if changed is None or self.snapshot is None:
+                continue
+            for hook in self.hooks:
+                await hook(self.snapshot, changed)
+            if once:
+                return
+
+
+def initial_status(cfg: Config) -> Status:
+    return Status(x509_write_status=UNWRITTEN if cfg.x509_enabled else None)
+
+
+def output_directories(cfg: Config) -> set[Path]:
+    names = [cfg.svid_file_name, cfg.svid_key_file_name, cfg.svid_bundle_file_name,
+             cfg.jwt_bundle_file_name, *(j.jwt_svid_file_name for j in cfg.jwt_svids)]
+    return {cfg.output_path(n).parent for n in names if n}
+
+
+ReadyHook = Callable[[], Awaitable[None]]
+# A long-running side task. Returning an int ends the helper with that exit code;
+# returning None just ends the task.
+Service = Callable[[], Coroutine[Any, Any, "int | None"]]
+# Called for a captured signal; returning an int ends the helper with that exit code.
+SignalHandler = Callable[[signal.Signals], Awaitable["int | None"]]
+# Called on the way out, last attached first, with the exit code so far; may replace it.
+ShutdownHook = Callable[[int], Awaitable[int]]
+
+
+class Helper:
+    """The running helper: the X.509 pipeline plus whatever features attach to it.
+
+    Features (supervisor, health, metrics, sd_notify, JWT, ...) attach through the lists
+    below and never reach into each other. `build()` is the one place that decides which
+    features a config turns on.
+    """
+
+    def __init__(self, cfg: Config, *, status: Status | None = None,
+                 stop: asyncio.Event | None = None) -> None:
+        self.cfg = cfg
+        self.status = status if status is not None else initial_status(cfg)
+        self.stop = stop if stop is not None else asyncio.Event()
+        self.writer = AtomicWriter()
+        self.write_hooks: list[ChangeHook] = []  # after every write, the first included
+        self.change_hooks: list[ChangeHook] = []  # after a later write that changed files
+        self.ready_hooks: list[ReadyHook] = []
+        self.services: list[Service] = []
+        self.signal_handlers: dict[signal.Signals, SignalHandler] = {}
+        self.shutdown_hooks: list[ShutdownHook] = []
+        self.ready = asyncio.Event()
+        self.pipeline: X509Pipeline | None = None
+
+    async def _on_change(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
+        for write_hook in self.write_hooks:
+            await write_hook(snapshot, changed)
+        if not self.ready.is_set():
+            self.ready.set()
+            for ready_hook in self.ready_hooks:
+                await ready_hook()
+            return  # the first write starts things; there is nothing to reload yet
+        if changed:
+            for hook in self.change_hooks:
+                await hook(snapshot, changed)
+
+    async def run(self) -> int:
+        """Run until done. Returns the process exit code."""
+        for stale in self.writer.cleanup_stale(output_directories(self.cfg)):
+            log.info("removed temp file %s left by an earlier run", stale)
+        async with WorkloadClient(self.cfg.address) as client:
+            self.pipeline = X509Pipeline(self.cfg, client, self.writer, self.status,
+                                         [self._on_change])
+            captured = STOP_SIGNALS | set(self.signal_handlers)
+            with SignalQueue(captured) as signals:
+                if not self.cfg.daemon_mode:
+                    code = await _one_shot(self.cfg, self.pipeline, signals, self.stop)
+                else:
+                    log.info("daemon mode: watching %s", self.cfg.address)
+                    code = await run_until_first(
+                        pipeline_forever(self.pipeline),
+                        self._dispatch_signals(signals),
+                        *(self._service(s) for s in self.services),
+                    )
+                for shutdown in reversed(self.shutdown_hooks):
+                    code = await shutdown(code)
+        return code
+
+    async def _service(self, service: Service) -> int:
+        code = await service()
+        if code is None:
+            await asyncio.Event().wait()  # a finished side task does not end the helper
+        assert code is not None
+        return code
+
+    async def _dispatch_signals(self, signals: SignalQueue) -> int:
+        async def next_signal() -> int:
+            while True:
+                sig = await signals.get()
+                handler = self.signal_handlers.get(sig)
+                if handler is not None:
+                    code = await handler(sig)
+                    if code is not None:
+                        return code
+                if sig in STOP_SIGNALS:
+                    log.info("received %s: shutting down", sig.name)
+                    return 0
+
+        async def on_event() -> int:
+            await self.stop.wait()
+            return 0
+
+        return await run_until_first(next_signal(), on_event())
+
+
+def build(cfg: Config, *, stop: asyncio.Event | None = None,
+          status: Status | None = None) -> Helper:
+    """The one place that decides which features a configuration turns on."""
+    helper = Helper(cfg, status=status, stop=stop)
+    return helper
+
+
+async def serve(cfg: Config, *, hooks: Sequence[ChangeHook] = (),
+                status: Status | None = None, stop: asyncio.Event | None = None) -> int:
+    """Run the helper for `cfg` until done, or until `stop` is set; the exit code.
+
+    `hooks` are called after every write, the first included (the demo watches with them).
+    """
+    helper = build(cfg, stop=stop, status=status)
+    helper.write_hooks.extend(hooks)
+    return await helper.run()
+
+
+async def pipeline_forever(pipeline: X509Pipeline) -> int:
+    try:
+        await pipeline.run(once=False)
+    except WorkloadAPIError as exc:
+        log.error("workload API: %s (not retried)", exc)
+        return 1
+    return 0
+
+
+async def _until_stop(signals: SignalQueue, stop: asyncio.Event) -> int:
+    async def on_signal() -> int:
+        sig = await signals.get()
+        log.info("received %s: shutting down", sig.name)
+        return 0
+
+    async def on_event() -> int:
+        await stop.wait()
+        return 0
+
+    return await run_until_first(on_signal(), on_event())
+
+
+async def _one_shot(cfg: Config, pipeline: X509Pipeline, signals: SignalQueue,
+                    stop: asyncio.Event) -> int:
+    async def first_write() -> int:
+        await pipeline.run(once=True)
+        log.info("one-shot: files written; exiting")
+        return 0
+
+    async def deadline() -> int:
+        await asyncio.sleep(cfg.startup_timeout)
+        last = pipeline.status.last_error or "no valid X.509-SVID received"
+        log.error("one-shot: gave up after %g s (startup_timeout): %s", cfg.startup_timeout, last)
+        return 1
+
+    try:
+        return await run_until_first(first_write(), deadline(), _until_stop(signals, stop))
+    except WorkloadAPIError as exc:
+        log.error("workload API: %s (not retried)", exc)
+        return 1

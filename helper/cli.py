@@ -1,0 +1,168 @@
+"""The `spiffe-helper` command line.
+
+Compatible with the Go tool's flags (`-config FILE`, `-daemon-mode=false`, `-version`,
+`-help`: Go's flag package takes one or two dashes alike), plus subcommands:
+
+    spiffe-helper [run] [-config FILE] [-daemon-mode=true|false]
+    spiffe-helper check-config [-config FILE]
+    spiffe-helper dev-agent --socket PATH [...]
+    spiffe-helper demo [--dir DIR]
+
+Heavy modules (gRPC, cryptography, the dev-agent) are imported only by the subcommand
+that needs them, so `check-config` and `-version` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from helper import __version__
+
+SUBCOMMANDS = ("run", "check-config", "dev-agent", "demo", "help")
+EXIT_CONFIG = 2
+
+# Long flags the Go tool spells with one dash; we accept one or two for all of them.
+_GO_STYLE = ("config", "daemon-mode", "version", "help", "socket", "dir", "log-level",
+             "log-format")
+
+
+def _go_style(argv: Sequence[str]) -> list[str]:
+    """Rewrite `-flag`/`-flag=v` to `--flag`/`--flag=v`, as Go's flag package reads both."""
+    out = []
+    for arg in argv:
+        name = arg[1:].split("=", 1)[0]
+        if arg.startswith("-") and not arg.startswith("--") and name in _GO_STYLE:
+            arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+def _parse_bool(text: str) -> bool:
+    # Go's strconv.ParseBool
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, *, daemon_mode: bool) -> None:
+    parser.add_argument("-c", "--config", default="helper.conf", metavar="FILE",
+                        help="configuration file, HCL or .toml (default: helper.conf)")
+    if daemon_mode:
+        parser.add_argument("--daemon-mode", nargs="?", const=True, type=_parse_bool,
+                            default=None, metavar="BOOL",
+                            help="keep running and renew (default true; overrides the file)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"),
+                        default="info")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spiffe-helper",
+        description="Fetch SVIDs from the SPIFFE Workload API, write them to disk atomically "
+                    "and reload the daemon that uses them.",
+        epilog="subcommands: run (default), check-config, dev-agent, demo. "
+               "'spiffe-helper SUBCOMMAND -help' for each.")
+    _add_config_flags(parser, daemon_mode=True)
+    parser.add_argument("--version", action="store_true", help="print version and exit")
+    return parser
+
+
+def _version_text() -> str:
+    import platform
+    import ssl
+
+    lines = [f"spiffe-helper {__version__}", f"Python {platform.python_version()}",
+             f"OpenSSL {ssl.OPENSSL_VERSION.split()[1]}"]
+    try:
+        import grpc
+
+        lines.append(f"grpcio {grpc.__version__}")
+    except ImportError:  # pragma: no cover - grpcio is a dependency
+        pass
+    return "\n".join(lines)
+
+
+def _config_error(exc: Exception) -> int:
+    print(f"spiffe-helper: invalid configuration: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    if args.version:
+        print(_version_text())
+        return 0
+    from helper import config, logs
+
+    logs.setup(args.log_level, args.log_format)
+    try:
+        cfg = config.load(args.config, daemon_mode=args.daemon_mode)
+    except config.ConfigError as exc:
+        return _config_error(exc)
+    import asyncio
+    import logging
+
+    for warning in config.config_warnings(cfg):
+        logging.getLogger("spiffe_helper").warning("%s: %s", args.config, warning)
+
+    from helper import app
+
+    return asyncio.run(app.build(cfg).run())
+
+
+def cmd_check_config(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="spiffe-helper check-config",
+        description="Validate a configuration and print it with every default resolved.")
+    _add_config_flags(parser, daemon_mode=True)
+    args = parser.parse_args(argv)
+    from helper import config
+
+    try:
+        cfg = config.load(args.config, daemon_mode=args.daemon_mode)
+    except config.ConfigError as exc:
+        return _config_error(exc)
+    print(config.render_resolved(cfg), end="")
+    return 0
+
+
+def cmd_dev_agent(argv: Sequence[str]) -> int:
+    from helper.devagent import cli as devagent_cli
+
+    parser = argparse.ArgumentParser(
+        prog="spiffe-helper dev-agent",
+        description="Serve the SPIFFE Workload API on a Unix socket with a throw-away CA "
+                    "(for local use and tests; never in production).")
+    devagent_cli.add_arguments(parser)
+    return devagent_cli.run_from_args(parser.parse_args(argv))
+
+
+def cmd_demo(argv: Sequence[str]) -> int:
+    from helper import demo
+
+    parser = argparse.ArgumentParser(
+        prog="spiffe-helper demo",
+        description="Run the helper against an embedded dev-agent and show two rotations.")
+    demo.add_arguments(parser)
+    return demo.run_from_args(parser.parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _go_style(sys.argv[1:] if argv is None else argv)
+    command = "run"
+    if args and args[0] in SUBCOMMANDS:
+        command, args = args[0], args[1:]
+    if command == "help":
+        _run_parser().print_help()
+        return 0
+    handler = {"run": cmd_run, "check-config": cmd_check_config,
+               "dev-agent": cmd_dev_agent, "demo": cmd_demo}[command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130

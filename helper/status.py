@@ -1,0 +1,43 @@
+"""What the helper knows about itself: write statuses, identity, counters.
+
+Plain data updated by the pipeline and read by the health endpoint, metrics,
+sd_notify and the demo. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+UNWRITTEN = "unwritten"
+WRITTEN = "written"
+FAILED = "failed"
+
+
+@dataclass
+class Status:
+    x509_write_status: str | None = None  # None when no X.509 output is configured
+    jwt_write_status: dict[str, str] = field(default_factory=dict)
+    spiffe_id: str = ""
+    x509_serial: int | None = None
+    x509_not_before: datetime | None = None
+    x509_expiry: datetime | None = None
+    last_rotation: float | None = None  # wall clock, seconds
+    rotations: int = 0
+    reconnects: int = 0
+    write_failures: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+
+    def live(self) -> bool:
+        """Live unless a write failed (the Go tool's rule)."""
+        if self.x509_write_status == FAILED:
+            return False
+        return FAILED not in self.jwt_write_status.values()
+
+    def ready(self) -> bool:
+        """Ready once every configured file has been written."""
+        if self.x509_write_status not in (None, WRITTEN):
+            return False
+        return all(s == WRITTEN for s in self.jwt_write_status.values())

@@ -1,0 +1,53 @@
+"""The README is part of the feature: its reference table and guarantees must be true."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+from helper import config
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reference_table_matches_the_key_registry():
+    assert _load_tool("sync_readme").synced(README) == README, (
+        "README reference table is stale: run python tools/sync_readme.py")
+
+
+def test_every_key_is_in_the_reference_table():
+    table = config.reference_table_markdown()
+    for name in (f.name for f in config.Config.__dataclass_fields__.values()):
+        if name in ("source", "address"):
+            continue
+        assert f"`{name}`" in table, name
+
+
+def test_every_test_named_in_the_guarantees_exists():
+    section = README.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", section)
+    assert named
+    for path, test in named:
+        file = ROOT / path
+        assert file.exists(), path
+        if test:
+            assert f"def {test}(" in file.read_text(), f"{path}::{test}"
+    for test in re.findall(r"`::(\w+)`", section):
+        assert any(f"def {test}(" in p.read_text() for p in (ROOT / "tests").rglob("*.py")), test
+
+
+def test_first_screen_has_the_two_commands():
+    first_screen = "\n".join(README.splitlines()[:20])
+    assert "pip install . && spiffe-helper demo" in first_screen
+    assert "./.ci/run" in first_screen
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 -m pytest" in ci

@@ -1,0 +1,100 @@
+"""Shared test helpers: bounded waits and running the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography import x509
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def helper_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "helper", *args]
+
+
+def run_helper(*args: str, timeout: float = 30, env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(helper_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=cwd, check=False)
+
+
+class HelperProcess:
+    """A `spiffe-helper` daemon under test, stopped (and reaped) on exit."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 log: Path | None = None) -> None:
+        self.log_path = log
+        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(helper_cmd(*args), stdout=self._log, stderr=self._log,
+                                     env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+
+    def __enter__(self) -> HelperProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+    def stop(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def read_certs(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def leaf_serial(path: Path) -> int | None:
+    """Serial of the first certificate in a PEM file, None while it is absent or unreadable."""
+    try:
+        return read_certs(path)[0].serial_number
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def env_without(*names: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(extra)
+    return env
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
