@@ -131,6 +131,7 @@ Service = Callable[[], Coroutine[Any, Any, "int | None"]]
 SignalHandler = Callable[[signal.Signals], Awaitable["int | None"]]
 # Called on the way out, last attached first, with the exit code so far; may replace it.
 ShutdownHook = Callable[[int], Awaitable[int]]
+ReconfigureHook = Callable[[Config, Config], Awaitable[None]]
 
 
 class Helper:
@@ -140,6 +141,9 @@ class Helper:
     below and never reach into each other. `build()` is the one place that decides which
     features a config turns on.
     """
+
+    def on_signal(self, sig: signal.Signals, handler: SignalHandler) -> None:
+        self.signal_handlers.setdefault(sig, []).append(handler)
 
     def __init__(self, cfg: Config, *, status: Status | None = None,
                  stop: asyncio.Event | None = None) -> None:
@@ -151,8 +155,14 @@ class Helper:
         self.change_hooks: list[ChangeHook] = []  # after a later write that changed files
         self.ready_hooks: list[ReadyHook] = []
         self.services: list[Service] = []
-        self.signal_handlers: dict[signal.Signals, SignalHandler] = {}
+        # Several features may handle one signal (SIGHUP: forward to the child and re-read
+        # the config); all handlers run, in the order they attached.
+        self.signal_handlers: dict[signal.Signals, list[SignalHandler]] = {}
         self.shutdown_hooks: list[ShutdownHook] = []
+        # Called with (old, new) after a valid config has been re-read.
+        self.reconfigure_hooks: list[ReconfigureHook] = []
+        # Added to the environment of every process the helper starts (cmd, reload_cmd).
+        self.child_env: dict[str, str] = {}
         self.ready = asyncio.Event()
         self.pipeline: X509Pipeline | None = None
 
@@ -201,8 +211,7 @@ class Helper:
         async def next_signal() -> int:
             while True:
                 sig = await signals.get()
-                handler = self.signal_handlers.get(sig)
-                if handler is not None:
+                for handler in self.signal_handlers.get(sig, ()):
                     code = await handler(sig)
                     if code is not None:
                         return code

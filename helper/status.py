@@ -27,7 +27,12 @@ class Status:
     rotations: int = 0
     reconnects: int = 0
     write_failures: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)  # by rule name
+    jwt_expiry: dict[str, datetime] = field(default_factory=dict)  # by audience
+    child_state: str = ""  # "", "running", "exited N", "killed by SIGX", "restarting"
+    child_pid: int | None = None
+    child_restarts: int = 0
+    reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, failed
     last_error: str = ""
 
     def live(self) -> bool:
