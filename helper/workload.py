@@ -35,6 +35,9 @@ CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
     ("grpc.enable_http_proxy", 0),
+    # A new channel gets its own connection (and backoff state), not one shared
+    # process-wide with the channel it replaces (see WorkloadClient._stub_for_call).
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 M = TypeVar("M")
@@ -62,6 +65,21 @@ class WorkloadClient:
         self._channel = grpc.aio.insecure_channel(address.grpc_target, options=CHANNEL_OPTIONS)
         self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)
 
+    async def _stub_for_call(self) -> workload_pb2_grpc.SpiffeWorkloadAPIStub:
+        """The stub to open the next call on.
+
+        A channel that lost the agent sits in TRANSIENT_FAILURE for its own reconnect
+        backoff and fails every call at once with the old error, even when the agent is
+        back: our retry would be wasted and the outage doubled. Such a channel is replaced,
+        so each retry is a real connection attempt (a healthy channel is never touched).
+        """
+        if self._channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            await self._channel.close(grace=None)
+            self._channel = grpc.aio.insecure_channel(self.address.grpc_target,
+                                                      options=CHANNEL_OPTIONS)
+            self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)
+        return self._stub
+
     async def __aenter__(self) -> WorkloadClient:
         return self
 
@@ -73,7 +91,8 @@ class WorkloadClient:
 
     async def x509_svid_stream(self) -> AsyncIterator[workload_pb2.X509SVIDResponse]:
         """One FetchX509SVID stream; ends when the server ends it cleanly."""
-        call = self._stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=SECURITY_HEADER)
+        stub = await self._stub_for_call()
+        call = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=SECURITY_HEADER)
         try:
             async for message in call:
                 yield message
