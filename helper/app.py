@@ -22,6 +22,7 @@ from helper.backoff import workload_api_backoff
 from helper.config import Config
 from helper.errors import Refused, WriteError
 from helper.identity import X509Snapshot
+from helper.mailbox import Latest
 from helper.render import render_x509
 from helper.signals import STOP_SIGNALS, SignalQueue
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
@@ -94,7 +95,13 @@ class X509Pipeline:
         return changed
 
     async def run(self, *, once: bool) -> None:
-        """Consume the stream: until the first good write (once) or forever."""
+        """Consume the stream: until the first good write (once) or forever.
+
+        Messages are received as they come and only the newest is processed: each is a
+        complete snapshot, so when the agent pushes faster than files can be written (a
+        push storm) the stale ones are skipped instead of written, and reloaded for, one
+        by one, and no backlog piles up in gRPC's buffers.
+        """
 
         def on_retry(error: WorkloadAPIError | None, delay: float) -> None:
             self.status.reconnects += 1
@@ -103,14 +110,31 @@ class X509Pipeline:
 
         messages = watch(self.client.x509_svid_stream, backoff=self.backoff,
                          what=f"X.509-SVID stream from {self.client.address}", on_retry=on_retry)
-        async for message in messages:
-            changed = self.accept(message)
-            if changed is None or self.snapshot is None:
-                continue
-            for hook in self.hooks:
-                await hook(self.snapshot, changed)
-            if once:
-                return
+        latest: Latest[workload_pb2.X509SVIDResponse] = Latest()
+
+        async def receive() -> None:
+            try:
+                async for message in messages:
+                    if latest.put(message):
+                        log.debug("X.509 message superseded before it was processed "
+                                  "(%d so far)", latest.dropped)
+            finally:
+                await messages.aclose()
+
+        async def process() -> None:
+            while True:
+                message = await latest.get()
+                # validation and the fsynced writes run off the event loop: signals, health
+                # and the receiver stay responsive, and the receiver keeps only the newest
+                changed = await asyncio.to_thread(self.accept, message)
+                if changed is None or self.snapshot is None:
+                    continue
+                for hook in self.hooks:
+                    await hook(self.snapshot, changed)
+                if once:
+                    return
+
+        await run_until_first(receive(), process())
 
 
 def initial_status(cfg: Config) -> Status:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TypeVar
 
 import grpc
@@ -108,7 +108,7 @@ async def watch(
     backoff: Backoff,
     what: str,
     on_retry: Callable[[WorkloadAPIError | None, float], None] | None = None,
-) -> AsyncIterator[M]:
+) -> AsyncGenerator[M, None]:
     """Yield the messages of successive streams, forever.
 
     A stream that ends cleanly is re-opened (at once if it delivered anything, else after
