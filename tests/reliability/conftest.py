@@ -3,6 +3,7 @@ kill, a helper config, and checks of the files on disk that do not use the helpe
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import re
@@ -135,6 +136,26 @@ def refusals(log: str) -> dict[str, int]:
     for rule in REFUSED.findall(log):
         counts[rule] = counts.get(rule, 0) + 1
     return counts
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+
+
+def secret_forms(key_der: bytes) -> list[str]:
+    """Ways a private key could leak into text: hex, base64 whole, any PEM body line."""
+    b64 = base64.b64encode(key_der).decode()
+    lines = [b64[i:i + 64] for i in range(0, len(b64) - 63, 64)]
+    return [key_der.hex(), b64, *lines, base64.urlsafe_b64encode(key_der).decode()]
+
+
+def assert_no_secret(text: str, keys: list[bytes]) -> None:
+    assert "PRIVATE KEY" not in text
+    assert not JWT_SHAPED.search(text), JWT_SHAPED.search(text)
+    for key in keys:
+        for form in secret_forms(key):
+            assert form not in text, "key material in the text"
 
 
 # --- the dev-agent ---------------------------------------------------------------------------
