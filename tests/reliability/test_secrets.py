@@ -70,8 +70,9 @@ def test_debug_logs_of_rotations_refusals_and_failures_hold_no_key_or_token(
         first_write(certs)
         agent.wait_streams(1)
         keys.extend(bytes(s.x509_svid_key) for s in agent.current.svids)
-        for message in hostile:
+        for n, message in enumerate(hostile, start=1):
             agent.push(message)
+            wait_for(lambda n=n: sum(refusals(helper.output()).values()) == n, 10, "refusal")
             good = agent.rotate()
             keys.extend(bytes(s.x509_svid_key) for s in good.svids)
             wait_for(lambda g=good: consistent_serial(certs) == serial_of(g), 10, "rotation")
