@@ -170,6 +170,8 @@ class HealthServer:
         self.helper = helper
         self.server: asyncio.Server | None = None
         self._connections = 0
+        self.read_timeout = READ_TIMEOUT
+        self.write_timeout = WRITE_TIMEOUT
 
     @property
     def port(self) -> int | None:
@@ -202,7 +204,7 @@ class HealthServer:
             return
         server.close()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), READ_TIMEOUT + WRITE_TIMEOUT)
+            await asyncio.wait_for(server.wait_closed(), self.read_timeout + self.write_timeout)
 
     async def serve(self) -> int | None:
         """The service: listen until the helper stops."""
@@ -232,12 +234,12 @@ class HealthServer:
             self._connections -= 1
             writer.close()
             with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)
+                await asyncio.wait_for(writer.wait_closed(), self.write_timeout)
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         method = ""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
             method, path = parse_request_head(head)
             response = respond(method, path, checks=self.helper.cfg.health_checks,
                                status=self.helper.status, now=datetime.now(timezone.utc),
@@ -249,7 +251,7 @@ class HealthServer:
         log.debug("health: %s %s -> %d", method or "?", _printable(path), response.code)
         writer.write(encode_response(response, head_only=method == "HEAD",
                                      date=email.utils.formatdate(usegmt=True)))
-        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        await asyncio.wait_for(writer.drain(), self.write_timeout)
 
 
 def _printable(text: str, limit: int = 100) -> str:

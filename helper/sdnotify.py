@@ -132,14 +132,19 @@ class SystemdNotify:
         was_healthy = True
         while True:
             await asyncio.sleep(self.watchdog)
-            healthy = self.helper.status.stream_healthy or not self.helper.ready.is_set()
+            status = self.helper.status
+            healthy = status.stream_healthy or not self.helper.ready.is_set()
+            if healthy and not was_healthy:
+                log.info("systemd watchdog: Workload API stream healthy again; pinging")
+                self.notifier.send(self._status())
             if healthy:
                 self.notifier.send("WATCHDOG=1")
             elif was_healthy:
                 log.warning("systemd watchdog: not pinging while the Workload API stream is "
                             "down; systemd restarts the helper after WatchdogSec")
-            if healthy and not was_healthy:
-                log.info("systemd watchdog: Workload API stream healthy again; pinging")
+                last = f" ({status.last_error})" if status.last_error else ""
+                self.notifier.send(f"STATUS=Workload API stream down{last}; "
+                                   "not pinging the watchdog")
             was_healthy = healthy
 
     def notifier_target(self) -> str:
