@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import urllib.error
@@ -247,6 +248,20 @@ def test_health_listener_is_daemon_mode_only_as_in_go(tmp_path, agent, certs):
     assert "has no effect when daemon_mode is false" in result.stderr
 
 
+def test_one_shot_imports_no_http_server_no_file_watcher(tmp_path, agent, certs):
+    setup = Setup(tmp_path, agent, certs)
+    setup.write(extra="watch_config = true")
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "helper", "-config",
+                             str(setup.path), "-daemon-mode=false"], capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "helper.app" in imported
+    assert not {"watchdog", "helper.health", "helper.sdnotify", "helper.reconfigure",
+                "http.server"} & imported
+
+
 def test_version_prints_helper_python_grpcio_and_openssl_versions():
     import ssl
 
@@ -389,11 +404,14 @@ def test_sighup_with_a_new_output_name_writes_it_at_once_keeping_pid_and_stream(
         first = wait_for(lambda: leaf_serial(certs / "svid.pem"), what="first write")
         agent.wait_streams(1)
         calls, pid = agent.calls, helper.proc.pid
-        setup.write(svid="server.pem", cert_mode="0640")
+        setup.write(svid="server.pem", cert_mode="0640", extra='log_level = "debug"')
         helper.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: leaf_serial(certs / "server.pem") == first, what="new file name")
         assert mode(certs / "server.pem") == 0o640
-        assert lines_with(helper, "svid_file_name, cert_file_mode changed")
+        assert lines_with(helper, "svid_file_name, cert_file_mode, log_level changed")
+        assert http(setup.url("/live"))[0] == 200
+        wait_for(lambda: lines_with(helper, "DEBUG health: GET /live -> 200"),
+                 what="the new log level in force")
         # same process, same stream: nothing was restarted or re-opened
         assert helper.proc.poll() is None
         assert helper.proc.pid == pid
