@@ -9,8 +9,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +51,58 @@ def write_conf(tmp_path: Path, socket: str, cert_dir: Path, extra: str = "",
     path = tmp_path / name
     path.write_text(CONF.format(socket=socket, cert_dir=cert_dir) + extra)
     return path
+
+
+HEALTH = """\
+health_checks {{
+  listener_enabled = true
+  bind_address = "127.0.0.1"
+  bind_port = {port}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def health_block(port: int) -> str:
+    """Config lines turning on the health/metrics listener on 127.0.0.1:`port`."""
+    return HEALTH.format(port=port)
+
+
+def http_get(port: int, path: str) -> tuple[int, str] | None:
+    """(status, body) of GET http://127.0.0.1:port/path; None while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def metric_samples(port: int, family: str) -> dict[str, float]:
+    """Samples of one metric family from /metrics: label text (or "") -> value."""
+    answer = http_get(port, "/metrics")
+    assert answer is not None, "nothing listens"
+    assert answer[0] == 200, answer
+    samples = {}
+    for line in answer[1].splitlines():
+        if line.startswith(f"spiffe_helper_{family}"):
+            name, _, value = line.rpartition(" ")
+            labels = name[len(f"spiffe_helper_{family}"):]
+            samples[labels] = float(value)
+    return samples
+
+
+def refused_metric(port: int) -> dict[str, int]:
+    """spiffe_helper_refused_messages_total by rule."""
+    return {re.sub(r'^\{rule="(.*)"\}$', r"\1", k): int(v)
+            for k, v in metric_samples(port, "refused_messages_total").items() if v}
 
 
 def need_root_tools(*tools: str) -> None:

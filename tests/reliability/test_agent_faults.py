@@ -19,6 +19,10 @@ from conftest import (
     consistent_set,
     disk_state,
     first_write,
+    free_port,
+    health_block,
+    http_get,
+    metric_samples,
     serial_of,
     temps,
     write_conf,
@@ -112,7 +116,8 @@ def test_agent_absent_at_start_is_waited_for_with_backoff_and_low_cpu(tmp_path: 
 def test_agent_killed_mid_stream_then_replaced_by_one_with_a_new_ca(tmp_path: Path,
                                                                    certs: Path) -> None:
     socket = tmp_path / "agent" / "api.sock"
-    conf = write_conf(tmp_path, str(socket), certs)
+    port = free_port()
+    conf = write_conf(tmp_path, str(socket), certs, health_block(port))
     first_agent = AgentProcess(socket)
     try:
         with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
@@ -127,6 +132,12 @@ def test_agent_killed_mid_stream_then_replaced_by_one_with_a_new_ca(tmp_path: Pa
             assert attempts == 1, helper.output()
             assert_backs_off(retry_delays(helper))
             assert disk_state(certs) == before  # byte-identical, same inodes, while down
+            # every failed attempt is counted, and liveness holds: the files are good
+            wait_for(lambda: metric_samples(port, "workload_api_reconnects_total") == {
+                "": len(retry_delays(helper))}, 5, "reconnects counted")
+            live = http_get(port, "/live")
+            assert live is not None
+            assert live[0] == 200
 
             with AgentProcess(socket):  # a new process: a brand-new CA
                 wait_reconnected(helper, lambda: disk_state(certs)["svid_bundle.pem"] != before[

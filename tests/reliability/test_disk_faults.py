@@ -20,6 +20,10 @@ import pytest
 from conftest import (
     consistent_serial,
     disk_state,
+    free_port,
+    health_block,
+    http_get,
+    metric_samples,
     need_root_tools,
     serial_of,
     temps,
@@ -37,6 +41,7 @@ class NamespacedHelper:
 
     def __init__(self, cert_dir: Path, conf: Path, log: Path, size: str = "64k") -> None:
         self.cert_dir = cert_dir
+        self.port = 0  # of its health listener
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115
         script = 'mount -t tmpfs -o "size=$1,mode=0755" tmpfs "$2" && shift 2 && exec "$@"'
@@ -94,9 +99,12 @@ def fill(directory: Path, leave_pages: int = 0) -> Path:
 def namespaced(tmp_path: Path, certs: Path):
     need_root_tools("unshare", "nsenter", "mount")
     with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as agent:
-        conf = write_conf(tmp_path, agent.socket_path, certs)
+        port = free_port()
+        conf = write_conf(tmp_path, agent.socket_path, certs, health_block(port))
         with NamespacedHelper(certs, conf, tmp_path / "helper.log") as helper:
+            helper.port = port
             wait_for(lambda: consistent_serial(helper.view), 15, "the first write on the tmpfs")
+            wait_for(lambda: live(helper) == 200, 10, "/live to answer 200")
             agent.wait_streams(1)
             assert list(certs.iterdir()) == []  # the tmpfs is the helper's alone
             yield agent, helper
@@ -110,8 +118,13 @@ def assert_failed_cleanly(helper: NamespacedHelper, before: dict[str, tuple[byte
     assert disk_state(helper.view) == before  # old files intact: bytes and inodes
     assert temps(helper.view) == []
     assert helper.proc.poll() is None, helper.output()
-    # liveness: the failure is reported (status.x509_write_status = failed -> not live)
-    assert "previous files left in place" in line
+    assert live(helper) == 503  # liveness goes bad
+    assert metric_samples(helper.port, "write_failures_total") == {"": failures}
+
+
+def live(helper: NamespacedHelper) -> int | None:
+    answer = http_get(helper.port, "/live")
+    return answer[0] if answer else None
 
 
 # no room at all: the first temp fails; room for one page: the certificate's temp is
@@ -131,6 +144,7 @@ def test_disk_full_fails_cleanly_and_the_next_rotation_after_space_returns_succe
     good = agent.rotate()
     wait_for(lambda: consistent_serial(helper.view) == serial_of(good), 10, "the next rotation")
     assert temps(helper.view) == []
+    wait_for(lambda: live(helper) == 200, 5, "/live to answer 200 again")
     assert helper.output().count(WRITE_FAILED) == 2
     assert helper.stop() == 0
 
@@ -146,4 +160,5 @@ def test_read_only_cert_dir_fails_cleanly_and_recovers_when_writable_again(
     good = agent.rotate()
     wait_for(lambda: consistent_serial(helper.view) == serial_of(good), 10, "the next rotation")
     assert temps(helper.view) == []
+    wait_for(lambda: live(helper) == 200, 5, "/live to answer 200 again")
     assert helper.stop() == 0

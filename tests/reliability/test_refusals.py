@@ -14,7 +14,10 @@ from conftest import (
     consistent_serial,
     disk_state,
     first_write,
+    free_port,
+    health_block,
     refusals,
+    refused_metric,
     serial_of,
     temps,
     write_conf,
@@ -113,15 +116,18 @@ def test_every_validator_rule_has_a_hostile_message() -> None:
     assert validator_rules() == set(BAD)
 
 
-def refused_counts(helper: HelperProcess) -> dict[str, int]:
-    """The helper's refused-messages count per rule (from its log until /metrics exists)."""
-    return refusals(helper.output())
+def log_agrees_with_metrics(helper: HelperProcess, port: int) -> dict[str, int]:
+    """The refused-messages count per rule from /metrics, once the log says the same."""
+    return wait_for(lambda: (counted := refused_metric(port)) == refusals(helper.output())
+                    and counted, 5, "the log to agree with /metrics")
 
 
 def test_every_malformed_message_is_refused_counted_and_the_files_and_stream_stay(
         tmp_path: Path, certs: Path) -> None:
     with DevAgentThread(str(tmp_path / "agent" / "api.sock"), hint=HINT) as agent:
-        conf = write_conf(tmp_path, agent.socket_path, certs, f'hint = "{HINT}"\n')
+        port = free_port()
+        conf = write_conf(tmp_path, agent.socket_path, certs,
+                          f'hint = "{HINT}"\n' + health_block(port))
         with HelperProcess("-config", str(conf), "--log-level", "debug",
                            log=tmp_path / "helper.log") as helper:
             first_write(certs)
@@ -130,17 +136,19 @@ def test_every_malformed_message_is_refused_counted_and_the_files_and_stream_sta
             calls = agent.calls
             for n, (rule, build) in enumerate(BAD.items(), start=1):
                 agent.push(build())
-                wait_for(lambda r=rule: refused_counts(helper).get(r) == 1, 10,
+                wait_for(lambda r=rule: refused_metric(port).get(r) == 1, 10,
                          f"the refusal under rule {rule}")
-                assert sum(refused_counts(helper).values()) == n, (rule, helper.output())
+                counted = log_agrees_with_metrics(helper, port)
+                assert sum(counted.values()) == n, (rule, helper.output())
                 assert disk_state(certs) == before, rule
                 assert temps(certs) == [], rule
                 assert agent.calls == calls, rule  # the stream was kept
                 assert helper.proc.poll() is None, helper.output()
-            assert refused_counts(helper) == dict.fromkeys(BAD, 1)
+            assert log_agrees_with_metrics(helper, port) == dict.fromkeys(BAD, 1)
             # the same stream still delivers the next good identity
             good = agent.rotate()
             wait_for(lambda: consistent_serial(certs) == serial_of(good), 10, "next rotation")
             assert agent.calls == calls
+            assert log_agrees_with_metrics(helper, port) == dict.fromkeys(BAD, 1)
             assert "Traceback" not in helper.output()
             assert helper.stop() == 0

@@ -1,7 +1,7 @@
 """Secrets never leave (issue 8, item 11): a debug-level helper goes through rotations,
 refusals of messages that carry key material in odd places, and a failed write; no private
-key (PEM block, base64 or hex of its DER) and no JWT-shaped string appears in its output or
-in the errors it keeps (status.last_error)."""
+key (PEM block, base64 or hex of its DER) and no JWT-shaped string appears in its output,
+its health, metrics and status answers, or the errors it keeps (status.last_error)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from conftest import (
     assert_no_secret,
     consistent_serial,
     first_write,
+    free_port,
+    health_block,
+    http_get,
     refusals,
     serial_of,
     write_conf,
@@ -61,8 +64,10 @@ def hostile_messages() -> tuple[list[workload_pb2.X509SVIDResponse], list[bytes]
 
 def test_debug_logs_of_rotations_refusals_and_failures_hold_no_key_or_token(
         tmp_path: Path, certs: Path, agent: DevAgentThread) -> None:
-    conf = write_conf(tmp_path, agent.socket_path, certs)
+    port = free_port()
+    conf = write_conf(tmp_path, agent.socket_path, certs, health_block(port))
     keys: list[bytes] = []
+    served: list[str] = []
     hostile, hostile_keys = hostile_messages()
     keys.extend(hostile_keys)
     with HelperProcess("-config", str(conf), "--log-level", "debug",
@@ -77,6 +82,12 @@ def test_debug_logs_of_rotations_refusals_and_failures_hold_no_key_or_token(
             keys.extend(bytes(s.x509_svid_key) for s in good.svids)
             wait_for(lambda g=good: consistent_serial(certs) == serial_of(g), 10, "rotation")
         assert sum(refusals(helper.output()).values()) == len(hostile), helper.output()
+        for path in ("/live", "/ready", "/metrics", "/status"):
+            answer = http_get(port, path)
+            assert answer is not None
+            assert answer[0] == 200, (path, answer)
+            served.append(answer[1])
+        assert "refused_messages_total" in served[2]
         assert helper.stop() == 0
         text_log = helper.output()
     # one-shot, JSON logs, a directory in the key file's place: the failed write is logged
@@ -89,7 +100,7 @@ def test_debug_logs_of_rotations_refusals_and_failures_hold_no_key_or_token(
     assert result.returncode == 1, result.stderr
     assert "cannot write" in result.stderr
     keys.extend(bytes(s.x509_svid_key) for s in agent.current.svids)
-    for text in (text_log, result.stdout, result.stderr):
+    for text in (text_log, result.stdout, result.stderr, *served):
         assert_no_secret(text, keys)
     assert "refused X.509-SVID message (rule key_matches_leaf)" in text_log  # it did log
 
