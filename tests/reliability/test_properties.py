@@ -283,3 +283,29 @@ def test_long_cmd_args_split_or_fail_fast(text: str) -> None:
         assert len(str(fields)) < 400
         return
     assert all(isinstance(f, str) for f in fields)
+
+
+def _patched(der: bytes, find: bytes, offset: int, value: int) -> bytes:
+    """`der` with the byte at `offset` after the first `find` set to `value`."""
+    out = bytearray(der)
+    out[out.index(find) + offset] = value
+    return bytes(out)
+
+
+# Inputs these properties found that once escaped as ValueError or KeyError (a crash of the
+# helper), kept here so every run checks them.
+REGRESSIONS = {
+    # subjectAltName holding a SET where its SEQUENCE belongs: ValueError on first read
+    "san is a set": _patched(CA.leaf().der, bytes.fromhex("0603551d11"), 7, 0x31),
+    # the issuer's CN as string type 13: KeyError inside cryptography
+    "name string tag 13": _patched(CA.leaf().der, b"\x0c\x0cintermediate", 0, 0x0d),
+}
+
+
+def test_regressions_found_by_these_properties_are_refused() -> None:
+    for case, leaf_der in REGRESSIONS.items():
+        svid = pki.svid_message(CA.spiffe_id(), [CA.leaf(), CA.intermediate], [CA.root])
+        svid.x509_svid = leaf_der + CA.intermediate.der
+        refused = outcome(lambda s=svid: validate_x509_response(pki.response(s)), Refused)
+        assert isinstance(refused, Refused), case
+        assert refused.rule == "der_parse", (case, refused)

@@ -152,3 +152,38 @@ def test_every_malformed_message_is_refused_counted_and_the_files_and_stream_sta
             assert log_agrees_with_metrics(helper, port) == dict.fromkeys(BAD, 1)
             assert "Traceback" not in helper.output()
             assert helper.stop() == 0
+
+
+def _malformed_san_extension() -> workload_pb2.X509SVIDResponse:
+    """A leaf whose subjectAltName extension holds a SET where a SEQUENCE belongs: the
+    certificate loads, but reading its extensions fails (found by test_properties)."""
+    der = bytearray(_good_leaf().der)
+    oid = der.index(bytes.fromhex("0603551d11"))  # OID 2.5.29.17, subjectAltName
+    octets = oid + 5
+    assert der[octets] == 0x04  # the extension's OCTET STRING (not critical: no BOOLEAN)
+    assert der[octets + 2] == 0x30
+    der[octets + 2] = 0x31
+    svid = _svid(_good_leaf())
+    svid.x509_svid = bytes(der) + CA.intermediate.der
+    return _one(svid)
+
+
+def test_a_certificate_whose_extensions_cannot_be_parsed_is_refused_not_a_crash(
+        tmp_path: Path, certs: Path) -> None:
+    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as agent:
+        conf = write_conf(tmp_path, agent.socket_path, certs)
+        with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
+            first_write(certs)
+            agent.wait_streams(1)
+            before = disk_state(certs)
+            calls = agent.calls
+            agent.push(_malformed_san_extension())
+            wait_for(lambda: refusals(helper.output()) or helper.proc.poll() is not None, 10,
+                     "a refusal")
+            assert helper.proc.poll() is None, helper.output()
+            assert refusals(helper.output()) == {"der_parse": 1}
+            assert disk_state(certs) == before
+            good = agent.rotate()
+            wait_for(lambda: consistent_serial(certs) == serial_of(good), 10, "next rotation")
+            assert agent.calls == calls
+            assert helper.stop() == 0
