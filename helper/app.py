@@ -230,6 +230,10 @@ def build(cfg: Config, *, stop: asyncio.Event | None = None,
           status: Status | None = None) -> Helper:
     """The one place that decides which features a configuration turns on."""
     helper = Helper(cfg, status=status, stop=stop)
+    if cfg.daemon_mode:
+        from helper import supervisor  # not on the one-shot path
+
+        supervisor.attach(helper)
     return helper
 
 
