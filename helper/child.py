@@ -127,11 +127,12 @@ def group_exists(pgid: int) -> bool:
 
 
 def parse_pid(text: str) -> int:
-    """The pid in a pid file's text (surrounding white space allowed); ValueError if none.
+    """The pid on the first line of a pid file (white space around it allowed; further
+    lines, as in PostgreSQL's postmaster.pid, are ignored); ValueError if there is none.
 
     0 and negative numbers are refused: kill(0) and kill(-1) would signal whole groups.
     """
-    stripped = text.strip()
+    stripped = text.strip().split("\n", 1)[0].strip()
     if not (stripped.isascii() and stripped.isdigit()):
         shown = stripped[:20] + ("..." if len(stripped) > 20 else "")
         raise ValueError(f"no pid in it (read {shown!r})" if stripped else "it is empty")

@@ -259,8 +259,9 @@ CONFIG_KEYS: tuple[Key, ...] = (
         "of NAME = \"value\".", '{ LOG_LEVEL = "debug" }'),
     Key("reload_debounce", "delay", 0.5, "Renewals within this many seconds become one "
         "reload with the last files; 0 reloads at once (never two at a time).", "1"),
-    Key("reload_cmd", "command", (), "Command run after each renewal that changed files "
-        "(daemon mode only): a string split like cmd_args, or a list of strings.",
+    Key("reload_cmd", "command", (), "Command run after each write that changed files, "
+        "the first included (daemon mode only): a string split like cmd_args, or a list of "
+        "strings; no shell.",
         '["mariadb-admin", "flush-ssl"]'),
     Key("reload_timeout", "seconds", 30.0, "reload_cmd is killed (its process group) after "
         "this many seconds and counted as failed.", "10"),

@@ -33,7 +33,7 @@ EOF_WAIT = 1.0  # seconds to wait for stderr to close once the command has exite
 def read_pid_file(path: str) -> int:
     """The pid in `path`; FileNotFoundError or ValueError when there is none."""
     with open(path, "rb") as f:
-        text = f.read(64).decode("ascii", errors="replace")
+        text = f.read(128).decode("ascii", errors="replace")
     pid = parse_pid(text)
     if pid == os.getpid():
         raise ValueError("it holds the helper's own pid")

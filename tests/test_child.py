@@ -43,7 +43,10 @@ def test_catchable_signals_leave_out_kill_and_stop():
     assert {signal.SIGPIPE, signal.SIGTERM, signal.SIGRTMIN} <= CATCHABLE_SIGNALS
 
 
-@pytest.mark.parametrize(("text", "pid"), [("123\n", 123), ("  42  ", 42), ("7", 7)])
+@pytest.mark.parametrize(("text", "pid"), [
+    ("123\n", 123), ("  42  ", 42), ("7", 7),
+    ("4711\n/var/lib/postgresql/data\n1700000000\n5432\n", 4711),  # postmaster.pid
+])
 def test_parse_pid(text, pid):
     assert parse_pid(text) == pid
 
