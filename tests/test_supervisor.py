@@ -286,8 +286,11 @@ def test_a_crashing_child_is_restarted_with_growing_delays(tmp_path, agent, cert
     with Run(tmp_path, conf) as helper:
         starts = wait_records(rec, "start", 3, timeout=15)
         gaps = [b["mono"] - a["mono"] for a, b in itertools.pairwise(starts)]
-        assert 0.9 <= gaps[0] < 1.9, gaps  # 1 s, then 2 s
-        assert 1.9 <= gaps[1] < 3.5, gaps
+        assert gaps[0] >= 1, gaps  # 1 s, then 2 s (plus start-up time)
+        assert gaps[1] >= 2, gaps
+        assert gaps[1] - gaps[0] > 0.5, gaps
+        log = helper.log()
+        assert log.index("starting it again in 1 s") < log.index("starting it again in 2 s")
         helper.wait_log("starting it again in 4 s")
         helper.proc.send_signal(signal.SIGTERM)  # while it waits to start the 4th
         assert helper.wait() == 0
@@ -438,15 +441,17 @@ def test_a_storm_of_100_pushes_gives_a_handful_of_signals_and_the_last_files(
     with Run(tmp_path, conf):
         wait_records(rec, "ready")
         began = time.monotonic()
-        for _ in range(100):
-            last = agent.rotate()
-        assert time.monotonic() - began < 5
-        serial = serial_of(last)
-        wait_for(lambda: leaf_serial(certs / "svid.pem") == serial, what="the last push on disk")
+        for _ in range(100):  # each one reaches disk: 100 writes that change files
+            serial = serial_of(agent.rotate())
+            wait_for(lambda s=serial: leaf_serial(certs / "svid.pem") == s, what="a push on disk")
+        storm = time.monotonic() - began
         written = (certs / "svid.pem").stat().st_mtime
         wait_for(lambda: any(r["time"] >= written for r in records(rec, "signal")),
                  what="a signal after the last write")
-        assert 1 <= len(signals_of(rec)) <= 10, signals_of(rec)
+        # one reload per reload_debounce window at most, plus the one pending at the end
+        assert 1 <= len(signals_of(rec)) <= storm / 0.5 + 2, (storm, signals_of(rec))
+        if storm <= 2:  # as on an idle machine: a handful
+            assert len(signals_of(rec)) <= 6, signals_of(rec)
         assert leaf_serial(certs / "svid.pem") == serial
 
 
