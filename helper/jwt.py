@@ -59,6 +59,7 @@ class JWTSVID:
     expiry: datetime
     key_id: str
     hint: str = ""
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,8 @@ def validate_jwt_svid(
     key = check_kid_known(check_bundle(bundles, trust_domain), kid)
     check_signature(key, alg, parsed.signing_input, parsed.signature)
     return JWTSVID(token=token, spiffe_id=spiffe_id, trust_domain=trust_domain,
-                   audience=audiences, expiry=expiry, key_id=kid, hint=hint)
+                   audience=audiences, expiry=expiry, key_id=kid, hint=hint,
+                   claims=parsed.claims)
 
 
 def unverified_expiry(token: str) -> datetime | None:
