@@ -1131,6 +1131,10 @@ def config_warnings(cfg: Config) -> list[str]:
                             "is false")
     if cfg.cmd_args and not cfg.cmd:
         warnings.append("cmd_args is set but cmd is not: cmd_args will be ignored")
+    if cfg.pkcs12_file_name and not cfg.pkcs12_password_file:
+        warnings.append("pkcs12_file_name without pkcs12_password_file: the private key is "
+                        "not encrypted, and Java's KeyStore cannot read an unencrypted key; "
+                        "set a password for Java")
     for key in CONFIG_KEYS:
         mode = getattr(cfg, key.name) if key.kind == "mode" else 0
         if mode & 0o7000:
