@@ -56,11 +56,14 @@ def jwt_retry_backoff() -> Backoff:
     return Backoff(initial=1.0, cap=60.0, factor=2.0, jitter=0.0)
 
 
+MAX_REFRESH_DELAY = 24 * 3600.0
+
+
 def refresh_delay(expiry: datetime, now: datetime) -> float:
     """Seconds until the next fetch: half the remaining lifetime plus 1 s (Go's rule),
-    but never later than 3/4 of the remaining lifetime (short-lived tokens)."""
+    but never later than 3/4 of the remaining lifetime (short-lived tokens) nor a day."""
     remaining = (expiry - now).total_seconds()
-    return max(0.0, min(remaining / 2 + 1.0, remaining * 0.75))
+    return max(0.0, min(remaining / 2 + 1.0, remaining * 0.75, MAX_REFRESH_DELAY))
 
 
 def attach(helper: Helper) -> None:

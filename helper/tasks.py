@@ -35,8 +35,9 @@ async def run_all(*coros: Coroutine[Any, Any, Any]) -> None:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
     finally:
         for task in tasks:
             if not task.done():

@@ -147,3 +147,18 @@ def test_remove_refuses_a_directory(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     with pytest.raises(WriteError, match="directory"):
         AtomicWriter().remove([tmp_path / "dir"])
+
+
+def test_jwt_refresh_schedule_is_go_s_rule_with_bounds() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from helper.jwt_outputs import jwt_retry_backoff, refresh_delay
+
+    now = datetime.now(timezone.utc)
+    assert refresh_delay(now + timedelta(seconds=300), now) == 151.0  # Go: 300/2 + 1
+    assert refresh_delay(now + timedelta(seconds=4), now) == 3.0
+    assert refresh_delay(now + timedelta(seconds=2), now) == 1.5  # never past 3/4
+    assert refresh_delay(now - timedelta(seconds=1), now) == 0.0
+    assert refresh_delay(datetime.max.replace(tzinfo=timezone.utc), now) == 24 * 3600.0
+    backoff = jwt_retry_backoff()
+    assert [backoff.next_delay() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
