@@ -92,7 +92,7 @@ def check_format(token: str) -> _Parsed:
 
 def check_alg(header: Mapping[str, Any]) -> str:
     alg = header.get("alg")
-    if alg not in ALGORITHMS:
+    if not isinstance(alg, str) or alg not in ALGORITHMS:
         allowed = ", ".join(sorted(ALGORITHMS))
         raise Refused("jwt_alg", f"algorithm {shown(str(alg))} is not allowed (only {allowed})")
     return str(alg)
@@ -106,8 +106,9 @@ def check_kid(header: Mapping[str, Any]) -> str:
 
 
 def check_typ(header: Mapping[str, Any]) -> None:
-    if "typ" in header and header["typ"] not in _TYPES:
-        raise Refused("jwt_typ", f"type {shown(str(header['typ']))} is not JWT or JOSE")
+    typ = header.get("typ", "JWT")
+    if not isinstance(typ, str) or typ not in _TYPES:
+        raise Refused("jwt_typ", f"type {shown(str(typ))} is not JWT or JOSE")
 
 
 def check_crit(header: Mapping[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helper.devagent.jws import sign_jws
 from helper.errors import Refused
@@ -229,3 +232,38 @@ def test_unverified_expiry_reads_exp_only(keys: Keys) -> None:
     assert unverified_expiry(token(keys.other) + "\n") == NOW + timedelta(minutes=5)
     assert unverified_expiry("garbage") is None
     assert unverified_expiry(token(keys.p256, body=claims(exp=None))) is None
+
+
+# --- anything at all is refused cleanly -----------------------------------------------------------
+
+SEGMENT = st.one_of(
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.",
+             max_size=40),
+    st.dictionaries(st.sampled_from(["alg", "kid", "typ", "crit", "sub", "aud", "exp", "nbf"]),
+                    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                              st.text(max_size=30),
+                              st.lists(st.text(max_size=10), max_size=3)),
+                    max_size=6).map(lambda d: _segment(json.dumps(d).encode())),
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(SEGMENT, min_size=1, max_size=4).map(".".join))
+def test_arbitrary_tokens_are_refused_never_crash(text: str) -> None:
+    bundles = parse_jwt_bundles({f"spiffe://{TD}": b'{"keys": []}'})
+    with pytest.raises(Refused):
+        validate_jwt_svid(text, AUD, bundles, now=NOW)
+    unverified_expiry(text)  # never raises
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12)),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.sampled_from(["keys", "kty", "kid", "use", "crv", "x",
+                                                       "y", "n", "e"]), inner, max_size=5),
+                    max_leaves=12))
+def test_arbitrary_jwks_documents_are_parsed_or_refused(value: Any) -> None:
+    from helper.jwks import parse_jwt_bundle
+
+    with contextlib.suppress(Refused):
+        parse_jwt_bundle(TD, json.dumps(value).encode())
