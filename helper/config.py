@@ -278,8 +278,8 @@ CONFIG_KEYS: tuple[Key, ...] = (
     Key("jwt_bundle_file_mode", "mode", 0o600, "Mode of the JWT bundle file (octal).",
         "0600"),
     Key("jwt_svid_file_mode", "mode", 0o600, "Mode of the JWT-SVID files (octal).", "0600"),
-    Key("hint", "string", "", "Pick the X.509-SVID with this hint; empty means the first.",
-        '"internal"'),
+    Key("hint", "string", "", "Pick the SVID (X.509 and JWT) with this hint; empty means the "
+        "first.", '"internal"'),
     Key("omit_expired", "bool", False, "Leave expired certificates out of the bundle file.",
         "true"),
     Key("x509_svids", "blocks", (), "More X.509 identities of the same workload, each "

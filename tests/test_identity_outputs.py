@@ -138,14 +138,15 @@ def test_jwt_only_one_shot_writes_tokens_that_verify_with_the_written_bundle(
 
 
 def test_short_lived_jwt_svid_is_refreshed_before_it_expires(tmp_path: Path, certs: Path) -> None:
-    with agent_at(tmp_path, jwt_ttl=4) as agent:
+    with agent_at(tmp_path, jwt_ttl=6) as agent:
         path = write_conf(tmp_path, agent, certs,
                           'jwt_svids = [{jwt_audience = "db", jwt_svid_file_name = "db.token"}]\n')
         with HelperProcess("-config", str(path), log=tmp_path / "helper.log"):
             first = wait_for(lambda: token_on_disk(certs / "db.token"), what="first token")
             first_exp = jwt_parts(first)[1]["exp"]
+            # refetched at about half the remaining 5-6 s plus 1 s: 1.5-2 s before expiry
             second = wait_for(lambda: (t := token_on_disk(certs / "db.token")) != first and t,
-                              timeout=8, what="refreshed token")
+                              timeout=10, what="refreshed token")
             seen_at = time.time()
             assert seen_at < first_exp, "the token expired before it was refreshed"
             assert jwt_parts(second)[1]["exp"] > first_exp
