@@ -42,7 +42,12 @@ from helper.render import OutputFile, bundle_certificates, certificates_pem, pem
 PKCS12_ALIAS = b"spiffe"
 _PKCS12_KEY_TYPES = (rsa.RSAPrivateKey, dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey,
                      ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
-# SPIFFE Filesystem Delivery (latest revision of the draft standard; see README).
+# SPIFFE Filesystem Delivery is a draft (spiffe/spiffe PR #376). Its revisions name the
+# files credential-bundle.pem / <td>.trust-bundle.pem, then <td>.spiffe-trust-bundle.pem,
+# and in the latest (the author's, which SPIRE's CSI "spiffefs" writes) the names below,
+# with "MUST NOT contain the trust anchor" and "SHOULD redact by writing an empty file,
+# rather than by removing the file" (a reader may take a missing file for a remount and
+# keep trusting). We follow that latest revision throughout.
 CREDENTIAL_BUNDLE_NAME = "credential-bundle.private-key.x509.pem"
 TRUST_BUNDLE_SUFFIX = ".spiffe-trust-bundle.x509.pem"
 
