@@ -24,10 +24,12 @@ one ``Key`` entry and the matching dataclass field.
 from __future__ import annotations
 
 import difflib
+import grp
 import ipaddress
 import json
 import os
 import posixpath
+import pwd
 import re
 import signal
 import sys
@@ -43,8 +45,9 @@ from hcl.parser import HclParser
 
 from helper.address import Address, parse_address
 from helper.cmdargs import split_cmd_args
-from helper.errors import AddressError
+from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
+from helper.spiffeid import parse_spiffe_id
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,6 +89,17 @@ class JWTSVIDConfig:
 
 
 @dataclass(frozen=True)
+class X509SVIDConfig:
+    """One ``x509_svids`` entry: an extra identity picked by hint or SPIFFE ID."""
+
+    svid_file_name: str
+    svid_key_file_name: str
+    svid_bundle_file_name: str
+    hint: str = ""
+    spiffe_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The resolved configuration. ``address`` is always derived from ``agent_address``."""
 
@@ -111,11 +125,29 @@ class Config:
     jwt_svid_file_mode: int = 0o600
     hint: str = ""
     omit_expired: bool = False
+    x509_svids: tuple[X509SVIDConfig, ...] = ()
+    svid_combined_file_name: str = ""
+    pkcs12_file_name: str = ""
+    pkcs12_password_file: str = ""
+    credential_folder: str = ""
+    spiffe_bundle_map_file_name: str = ""
+    file_owner: str = ""
+    file_group: str = ""
     health_checks: HealthChecks = HealthChecks()
     startup_timeout: float = 60.0
     watch_config: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    # supervising cmd (helper/supervisor.py)
+    renew_action: str = "signal"
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 10.0
+    on_cmd_exit: str = "renew"
+    cmd_stdin: bool = False
+    cmd_env: tuple[tuple[str, str], ...] = ()  # (name, value) in the order written
+    reload_debounce: float = 0.5
+    reload_cmd: tuple[str, ...] = ()  # an argument vector
+    reload_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", parse_address(self.agent_address))
@@ -124,6 +156,28 @@ class Config:
     def x509_enabled(self) -> bool:
         """True when all three X.509 file names are set."""
         return bool(self.svid_file_name and self.svid_key_file_name and self.svid_bundle_file_name)
+
+    @property
+    def needs_x509(self) -> bool:
+        """True when any output is made from the X.509 stream (not only the Go trio)."""
+        return bool(self.x509_enabled or self.x509_svids or self.svid_combined_file_name
+                    or self.pkcs12_file_name or self.credential_folder
+                    or self.spiffe_bundle_map_file_name)
+
+    @property
+    def needs_jwt(self) -> bool:
+        """True when JWT-SVIDs or the JWT bundle file are configured."""
+        return bool(self.jwt_svids or self.jwt_bundle_file_name)
+
+    @property
+    def file_owner_id(self) -> int | None:
+        """The uid of ``file_owner`` (None when unset)."""
+        return resolve_user(self.file_owner) if self.file_owner else None
+
+    @property
+    def file_group_id(self) -> int | None:
+        """The gid of ``file_group`` (None when unset)."""
+        return resolve_group(self.file_group) if self.file_group else None
 
     def output_path(self, name: str) -> Path:
         """``name`` joined to ``cert_dir`` like Go's path.Join ("" means the working directory)."""
@@ -135,7 +189,7 @@ class Config:
 
 Kind = Literal[
     "string", "bool", "mode", "port", "seconds", "strings", "signal", "cmd_args", "http_path",
-    "ip_address", "choice", "block", "blocks",
+    "ip_address", "choice", "block", "blocks", "delay", "command", "env", "user", "group",
 ]
 
 
@@ -155,7 +209,7 @@ class Key:
 
     ``default`` is the documented default (the dataclass field holds the real one; a test
     keeps them equal). ``example`` is HCL text. Block kinds name their ``children`` and the
-    dataclass (``section``) each block becomes.
+    dataclass (``section``) each block becomes; the ``choice`` kind names its ``choices``.
     """
 
     name: str
@@ -182,6 +236,19 @@ HEALTH_CHECK_KEYS: tuple[Key, ...] = (
         '"/ready"'),
     Key("bind_address", "ip_address", "", "IP address the health server listens on; empty "
         "means every interface, as in Go.", '"127.0.0.1"'),
+)
+
+X509_SVID_KEYS: tuple[Key, ...] = (
+    Key("svid_file_name", "string", REQUIRED, "File for this identity's certificate chain.",
+        '"internal.pem"'),
+    Key("svid_key_file_name", "string", REQUIRED, "File for this identity's private key.",
+        '"internal_key.pem"'),
+    Key("svid_bundle_file_name", "string", REQUIRED, "File for this identity's trust bundle.",
+        '"internal_bundle.pem"'),
+    Key("hint", "string", "", "Pick the SVID carrying this hint (set hint or spiffe_id).",
+        '"internal"'),
+    Key("spiffe_id", "string", "", "Pick the SVID with this SPIFFE ID (set hint or spiffe_id).",
+        '"spiffe://example.org/internal"'),
 )
 
 JWT_SVID_KEYS: tuple[Key, ...] = (
@@ -231,10 +298,31 @@ CONFIG_KEYS: tuple[Key, ...] = (
     Key("jwt_bundle_file_mode", "mode", 0o600, "Mode of the JWT bundle file (octal).",
         "0600"),
     Key("jwt_svid_file_mode", "mode", 0o600, "Mode of the JWT-SVID files (octal).", "0600"),
-    Key("hint", "string", "", "Pick the X.509-SVID with this hint; empty means the first.",
-        '"internal"'),
+    Key("hint", "string", "", "Pick the SVID (X.509 and JWT) with this hint; empty means the "
+        "first.", '"internal"'),
     Key("omit_expired", "bool", False, "Leave expired certificates out of the bundle file.",
         "true"),
+    Key("x509_svids", "blocks", (), "More X.509 identities of the same workload, each "
+        "written in the Go layout to its own three files; a list of blocks.",
+        '[{hint = "internal", svid_file_name = "in.pem", svid_key_file_name = "in_key.pem", '
+        'svid_bundle_file_name = "in_bundle.pem"}]',
+        children=X509_SVID_KEYS, section=X509SVIDConfig),
+    Key("svid_combined_file_name", "string", "", "File holding the private key, the leaf and "
+        "the intermediates in one PEM (HAProxy); mode from key_file_mode.", '"haproxy.pem"'),
+    Key("pkcs12_file_name", "string", "", "PKCS#12 keystore with the key, leaf and "
+        "intermediates (alias spiffe) for Java; mode from key_file_mode.", '"keystore.p12"'),
+    Key("pkcs12_password_file", "string", "", "File whose content (one trailing newline "
+        "dropped) is the PKCS#12 password; unset: no password.", '"p12.pass"'),
+    Key("credential_folder", "string", "", "Existing folder (in cert_dir) to keep as a SPIFFE "
+        "Filesystem Delivery credential folder; exported to cmd as SPIFFE_CREDENTIAL_FOLDER.",
+        '"spiffe"'),
+    Key("spiffe_bundle_map_file_name", "string", "", "File for the SPIFFE bundle map (JSON) "
+        "that gRPC's SPIFFE mTLS support reads, own and federated trust domains.",
+        '"bundle_map.json"'),
+    Key("file_owner", "user", "", "User (name or id) that owns every output file, set on "
+        "each write.", '"postgres"'),
+    Key("file_group", "group", "", "Group (name or id) of every output file, set on each "
+        "write.", '"postgres"'),
     Key("health_checks", "block", HealthChecks(), "HTTP health endpoints, a block.",
         "health_checks { listener_enabled = true }",
         children=HEALTH_CHECK_KEYS, section=HealthChecks),
@@ -246,6 +334,30 @@ CONFIG_KEYS: tuple[Key, ...] = (
         "overrides it.", '"debug"', choices=LOG_LEVELS),
     Key("log_format", "choice", "text", "text: one line per event; json: one JSON object "
         "per line. The --log-format flag overrides it.", '"json"', choices=LOG_FORMATS),
+    Key("renew_action", "choice", "signal", 'What a renewal does to cmd: "signal" sends '
+        "renew_signal to it, or starts it again if it has exited (Go behaviour); \"restart\" "
+        "stops it with stop_signal and starts it again on the new files.", '"restart"',
+        choices=("signal", "restart")),
+    Key("stop_signal", "signal", "SIGTERM", 'Signal that stops cmd (renew_action = "restart", '
+        "helper shutdown); its process group is SIGKILLed after stop_timeout.", '"SIGQUIT"'),
+    Key("stop_timeout", "seconds", 10.0, "Seconds cmd gets to exit after stop_signal or a "
+        "forwarded SIGTERM/SIGINT before its process group is SIGKILLed.", "30"),
+    Key("on_cmd_exit", "choice", "renew", 'When cmd exits on its own: "renew" starts it '
+        'again at the next renewal (Go behaviour); "exit" ends the helper with cmd\'s exit '
+        'status; "restart" starts it again with backoff (1 s doubling to 30 s).', '"exit"',
+        choices=("renew", "exit", "restart")),
+    Key("cmd_stdin", "bool", False, "Give cmd the helper's stdin; false gives it /dev/null.",
+        "true"),
+    Key("cmd_env", "env", (), "Environment variables added for cmd and reload_cmd, a block "
+        "of NAME = \"value\".", '{ LOG_LEVEL = "debug" }'),
+    Key("reload_debounce", "delay", 0.5, "Renewals within this many seconds become one "
+        "reload with the last files; 0 reloads at once (never two at a time).", "1"),
+    Key("reload_cmd", "command", (), "Command run after each write that changed files, "
+        "the first included (daemon mode only): a string split like cmd_args, or a list of "
+        "strings; no shell.",
+        '["mariadb-admin", "flush-ssl"]'),
+    Key("reload_timeout", "seconds", 30.0, "reload_cmd is killed (its process group) after "
+        "this many seconds and counted as failed.", "10"),
 )
 
 
@@ -588,7 +700,52 @@ def from_mapping(
     for check in _CONFIG_CHECKS:
         check(cfg, ctx)
     check_cert_dir(cfg)
+    check_credential_folder(cfg)
+    if cfg.pkcs12_password_file:
+        read_password_file(cfg)
     return cfg
+
+
+def check_credential_folder(cfg: Config) -> None:
+    """credential_folder, if set, must be an existing directory (like cert_dir)."""
+    if not cfg.credential_folder:
+        return
+    folder = cfg.output_path(cfg.credential_folder)
+    try:
+        is_dir = folder.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot access {_shown(str(folder))}: {_one_line(str(exc))}",
+                          file=cfg.source, key="credential_folder") from None
+    if not is_dir:
+        raise ConfigError(f"not an existing directory: {_shown(str(folder))}",
+                          file=cfg.source, key="credential_folder")
+
+
+MAX_PASSWORD_BYTES = 4096
+
+
+def read_password_file(cfg: Config) -> bytes:
+    """The PKCS#12 password: the file's bytes without one trailing newline (LF or CRLF).
+
+    Raises ConfigError when the file cannot be read, is empty or too long. The password
+    itself never appears in an error.
+    """
+    where = "pkcs12_password_file"
+    try:
+        with open(cfg.pkcs12_password_file, "rb") as handle:
+            data = handle.read(MAX_PASSWORD_BYTES + 3)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read {_shown(cfg.pkcs12_password_file)}: {reason}",
+                          file=cfg.source, key=where) from None
+    password = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not password:
+        raise ConfigError("the password file is empty; unset pkcs12_password_file for a "
+                          "keystore without a password", file=cfg.source, key=where)
+    if len(password) > MAX_PASSWORD_BYTES:
+        raise ConfigError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes",
+                          file=cfg.source, key=where)
+    return password
 
 
 def check_cert_dir(cfg: Config) -> None:
@@ -679,7 +836,10 @@ def _check_value(key: Key, value: Any, where: str, ctx: _Context) -> Any:
             section(**_check_section(block, key.children, f"{block_where}.", ctx))
             for block_where, block in _blocks(key, value, where, ctx)
         )
-    return _CHECKERS[key.kind](value, where, ctx)
+    checked = _CHECKERS[key.kind](value, where, ctx)
+    if key.kind == "signal" and checked == "" and key.default:
+        return _USE_DEFAULT  # an empty stop_signal means the default, as Go reads ""
+    return checked
 
 
 def _blocks(key: Key, value: Any, where: str, ctx: _Context) -> list[tuple[str, Mapping[str, Any]]]:
@@ -851,6 +1011,53 @@ def _check_cmd_args(value: Any, where: str, ctx: _Context) -> str:
     return text
 
 
+def _check_delay(value: Any, where: str, ctx: _Context) -> float:
+    """Seconds, 0 allowed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ctx.error(where, f"expected a number of seconds, got {_describe(value)}")
+    in_range = 0 <= value <= MAX_STARTUP_TIMEOUT  # NaN is False
+    if not in_range:
+        raise ctx.error(
+            where, f"must be at least 0 and at most {MAX_STARTUP_TIMEOUT:.0f} seconds, "
+            f"got {_describe(value)}"
+        )
+    return float(value)
+
+
+def _check_command(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
+    """A command line: a string split like cmd_args, or a list of strings (an argv)."""
+    if isinstance(value, str):
+        argv = split_cmd_args(_check_cmd_args(value, where, ctx))
+    elif isinstance(value, list | tuple):
+        argv = [_check_string(item, f"{where}[{index}]", ctx) for index, item in enumerate(value)]
+    else:
+        raise ctx.error(where, f"expected a string or a list of strings, got {_describe(value)}")
+    if argv and not argv[0]:
+        raise ctx.error(where, "the program (first word) must not be empty")
+    return tuple(argv)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_env(value: Any, where: str, ctx: _Context) -> tuple[tuple[str, str], ...]:
+    """NAME = "value" pairs: one block or map, or repeated blocks (merged, later wins)."""
+    if isinstance(value, Mapping):
+        blocks: list[Any] = [value]
+    elif isinstance(value, list | tuple) and all(isinstance(b, Mapping) for b in value):
+        blocks = list(value)
+    else:
+        raise ctx.error(where, f'expected a block of NAME = "value" pairs, got {_describe(value)}')
+    merged: dict[str, str] = {}
+    for block in blocks:
+        for name, item in block.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ctx.error(f"{where}.{_key_text(name)}", "is not an environment variable "
+                                "name (letters, digits and _, not starting with a digit)")
+            merged[name] = _check_string(item, f"{where}.{name}", ctx)
+    return tuple(merged.items())
+
+
 def _check_http_path(value: Any, where: str, ctx: _Context) -> str | _UseDefault:
     text = _check_string(value, where, ctx)
     if text == "":
@@ -881,6 +1088,54 @@ def _check_choice(value: Any, choices: Sequence[str], where: str, ctx: _Context)
     raise ctx.error(where, f"expected one of {', '.join(choices)}, got {_shown(text)}")
 
 
+def resolve_user(value: str) -> int:
+    """A user name (looked up first, as chown does) or a numeric id -> uid; KeyError if
+    neither."""
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        raise
+
+
+def resolve_group(value: str) -> int:
+    """A group name (looked up first) or a numeric id -> gid; KeyError if neither."""
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        raise
+
+
+def _check_owner(value: Any, where: str, ctx: _Context, what: str,
+                 resolve: Callable[[str], int]) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = _check_string(value, where, ctx).strip()
+    if text == "":
+        return ""
+    if text.startswith("-"):
+        raise ctx.error(where, f"{what} id must not be negative, got {_shown(text)}")
+    try:
+        ident = resolve(text)
+    except KeyError:
+        raise ctx.error(where, f"unknown {what} {_shown(text)}") from None
+    if ident >= 2**32 - 1:
+        raise ctx.error(where, f"{what} id {ident} is out of range")
+    return text
+
+
+def _check_user(value: Any, where: str, ctx: _Context) -> str:
+    return _check_owner(value, where, ctx, "user", resolve_user)
+
+
+def _check_group(value: Any, where: str, ctx: _Context) -> str:
+    return _check_owner(value, where, ctx, "group", resolve_group)
+
+
 _CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
     "string": _check_string,
     "bool": _check_bool,
@@ -892,6 +1147,11 @@ _CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
     "cmd_args": _check_cmd_args,
     "http_path": _check_http_path,
     "ip_address": _check_ip_address,
+    "delay": _check_delay,
+    "command": _check_command,
+    "env": _check_env,
+    "user": _check_user,
+    "group": _check_group,
 }
 
 
@@ -920,11 +1180,29 @@ def _check_x509_all_or_none(cfg: Config, ctx: _Context) -> None:
 
 
 def _check_some_output(cfg: Config, ctx: _Context) -> None:
-    if not (cfg.x509_enabled or cfg.jwt_svids or cfg.jwt_bundle_file_name):
+    if not (cfg.needs_x509 or cfg.needs_jwt):
         raise ctx.error(
             "", "no output configured: set svid_file_name, svid_key_file_name and "
-            "svid_bundle_file_name, or jwt_svids, or jwt_bundle_file_name",
+            "svid_bundle_file_name, or jwt_svids, or jwt_bundle_file_name (or another output "
+            "such as credential_folder)",
         )
+
+
+def _check_x509_svids(cfg: Config, ctx: _Context) -> None:
+    for index, entry in enumerate(cfg.x509_svids):
+        where = f"x509_svids[{index}]"
+        if bool(entry.hint) == bool(entry.spiffe_id):
+            raise ctx.error(where, "set exactly one of hint and spiffe_id")
+        if entry.spiffe_id:
+            try:
+                parse_spiffe_id(entry.spiffe_id)
+            except Refused as exc:
+                raise ctx.error(f"{where}.spiffe_id", f"not a SPIFFE ID: {exc.detail}") from None
+
+
+def _check_pkcs12(cfg: Config, ctx: _Context) -> None:
+    if cfg.pkcs12_password_file and not cfg.pkcs12_file_name:
+        raise ctx.error("pkcs12_password_file", "is set but pkcs12_file_name is not")
 
 
 def _check_distinct_outputs(cfg: Config, ctx: _Context) -> None:
@@ -942,10 +1220,30 @@ def _check_health_paths(cfg: Config, ctx: _Context) -> None:
         raise ctx.error("health_checks.readiness_path", "must differ from liveness_path")
 
 
+# Stopping a process with these would leave it stopped, not gone.
+_JOB_CONTROL_SIGNALS = frozenset({"SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGCONT"})
+
+
+def _check_supervisor(cfg: Config, ctx: _Context) -> None:
+    if cfg.renew_action != "signal" and not cfg.cmd:
+        raise ctx.error("renew_action", f'"{cfg.renew_action}" needs cmd: it restarts the '
+                        "process cmd starts")
+    if cfg.on_cmd_exit != "renew" and not cfg.cmd:
+        raise ctx.error("on_cmd_exit", f'"{cfg.on_cmd_exit}" needs cmd')
+    if cfg.reload_cmd and not cfg.daemon_mode:
+        raise ctx.error("reload_cmd", "is only supported in daemon mode (daemon_mode is false)")
+    if cfg.stop_signal in _JOB_CONTROL_SIGNALS:
+        raise ctx.error("stop_signal", f"{cfg.stop_signal} pauses or resumes a process and "
+                        "would not stop it; use SIGTERM, SIGINT, SIGQUIT or similar")
+
+
 _CONFIG_CHECKS: tuple[Callable[[Config, _Context], None], ...] = (
     _check_pid_file,
+    _check_supervisor,
     _check_x509_all_or_none,
     _check_some_output,
+    _check_x509_svids,
+    _check_pkcs12,
     _check_distinct_outputs,
     _check_health_paths,
 )
@@ -955,12 +1253,19 @@ def output_file_names(cfg: Config) -> list[tuple[str, str]]:
     """(key, file name) of every configured output file, in registry order."""
     names = [(key, getattr(cfg, key)) for key in _X509_KEYS if getattr(cfg, key)]
     names += [
+        (f"x509_svids[{index}].{key}", getattr(entry, key))
+        for index, entry in enumerate(cfg.x509_svids) for key in _X509_KEYS
+    ]
+    names += [
         (f"jwt_svids[{index}].jwt_svid_file_name", jwt.jwt_svid_file_name)
         for index, jwt in enumerate(cfg.jwt_svids)
     ]
-    if cfg.jwt_bundle_file_name:
-        names.append(("jwt_bundle_file_name", cfg.jwt_bundle_file_name))
+    names += [(key, getattr(cfg, key)) for key in _SINGLE_FILE_KEYS if getattr(cfg, key)]
     return names
+
+
+_SINGLE_FILE_KEYS = ("jwt_bundle_file_name", "svid_combined_file_name", "pkcs12_file_name",
+                     "spiffe_bundle_map_file_name")
 
 
 def config_warnings(cfg: Config) -> list[str]:
@@ -983,6 +1288,18 @@ def config_warnings(cfg: Config) -> list[str]:
             warnings.append("watch_config has no effect when daemon_mode is false")
     if cfg.cmd_args and not cfg.cmd:
         warnings.append("cmd_args is set but cmd is not: cmd_args will be ignored")
+    if cfg.cmd_stdin and not cfg.cmd:
+        warnings.append("cmd_stdin is set but cmd is not: cmd_stdin will be ignored")
+    if cfg.cmd_env and not (cfg.cmd or cfg.reload_cmd):
+        warnings.append("cmd_env is set but neither cmd nor reload_cmd is: cmd_env will be "
+                        "ignored")
+    if cfg.renew_action == "restart" and cfg.renew_signal and not cfg.pid_file_name:
+        warnings.append('renew_signal is not sent to cmd when renew_action is "restart": '
+                        "renew_signal will be ignored")
+    if cfg.pkcs12_file_name and not cfg.pkcs12_password_file:
+        warnings.append("pkcs12_file_name without pkcs12_password_file: the private key is "
+                        "not encrypted, and Java's KeyStore cannot read an unencrypted key; "
+                        "set a password for Java")
     for key in CONFIG_KEYS:
         mode = getattr(cfg, key.name) if key.kind == "mode" else 0
         if mode & 0o7000:
@@ -1013,6 +1330,10 @@ def _render_section(obj: Any, keys: Sequence[Key], indent: str) -> list[str]:
             lines.append(f"{indent}{key.name} {{")
             lines += _render_section(value, key.children, indent + "  ")
             lines.append(f"{indent}}}")
+        elif key.kind == "env":
+            lines.append(f"{indent}{key.name} {{")
+            lines += [f"{indent}  {name} = {_hcl_string(text)}" for name, text in value]
+            lines.append(f"{indent}}}")
         elif key.kind == "blocks":
             if not value:
                 lines.append(f"{indent}{key.name} = []")
@@ -1036,10 +1357,10 @@ def hcl_value(kind: Kind, value: Any) -> str:
         return f"0{value:o}" if value else "0"
     if kind == "port":
         return str(value)
-    if kind == "seconds":
+    if kind in ("seconds", "delay"):
         number = float(value)
         return str(int(number)) if number.is_integer() else format(Decimal(repr(number)), "f")
-    if kind == "strings":
+    if kind in ("strings", "command"):
         # a heredoc ends at a line of its own, so a newline follows it inside a list
         items = [_hcl_string(item) for item in value]
         return "[" + ", ".join(i + "\n" if i.startswith("<<") else i for i in items) + "]"
@@ -1103,6 +1424,11 @@ _KIND_NAMES: dict[str, str] = {
     "choice": "one of",
     "block": "block",
     "blocks": "list of blocks",
+    "delay": "seconds",
+    "command": "string or list of strings",
+    "env": "block of strings",
+    "user": "user name or id",
+    "group": "group name or id",
 }
 
 
@@ -1119,6 +1445,8 @@ def _default_cell(key: Key) -> str:
         return "see below"
     if key.kind == "blocks":
         return "`[]`"
+    if key.kind == "env":
+        return "`{}`"
     if key.default == "":
         return '`""`'
     return f"`{_md_escape(hcl_value(key.kind, key.default))}`"

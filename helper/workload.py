@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -39,6 +39,9 @@ CHANNEL_OPTIONS = (
     # process-wide with the channel it replaces (see WorkloadClient._stub_for_call).
     ("grpc.use_local_subchannel_pool", 1),
 )
+
+# A unary call (FetchJWTSVID) that takes longer than this failed (and is retried).
+UNARY_TIMEOUT = 30.0
 
 M = TypeVar("M")
 
@@ -74,10 +77,13 @@ class WorkloadClient:
         so each retry is a real connection attempt (a healthy channel is never touched).
         """
         if self._channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-            await self._channel.close(grace=None)
+            # replaced before the old one is closed: a concurrent caller (the X.509 stream,
+            # the JWT calls) sees the new channel, never a half-replaced client
+            old = self._channel
             self._channel = grpc.aio.insecure_channel(self.address.grpc_target,
                                                       options=CHANNEL_OPTIONS)
             self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)
+            await old.close(grace=None)
         return self._stub
 
     async def __aenter__(self) -> WorkloadClient:
@@ -100,6 +106,31 @@ class WorkloadClient:
             raise _error(exc) from None
         finally:
             call.cancel()
+
+    async def jwt_bundle_stream(self) -> AsyncIterator[workload_pb2.JWTBundlesResponse]:
+        """One FetchJWTBundles stream; ends when the server ends it cleanly."""
+        stub = await self._stub_for_call()
+        call = stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=SECURITY_HEADER)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()
+
+    async def fetch_jwt_svid(
+        self, audience: Sequence[str], spiffe_id: str = "", *, timeout: float = UNARY_TIMEOUT
+    ) -> workload_pb2.JWTSVIDResponse:
+        """One FetchJWTSVID call (unary) for `audience`; raises WorkloadAPIError."""
+        request = workload_pb2.JWTSVIDRequest(audience=list(audience), spiffe_id=spiffe_id)
+        try:
+            stub = await self._stub_for_call()
+            response: workload_pb2.JWTSVIDResponse = await stub.FetchJWTSVID(
+                request, metadata=SECURITY_HEADER, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return response
 
 
 async def watch(
