@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -211,6 +213,30 @@ def assert_no_secret(text: str, keys: list[bytes]) -> None:
     for key in keys:
         for form in secret_forms(key):
             assert form not in text, "key material in the text"
+
+
+# --- children ---------------------------------------------------------------------------------
+
+RECORDER = TESTS / "children" / "recorder.py"  # the supervisor's test double (issue 4)
+
+
+def hcl(text: str) -> str:
+    """`text` as an HCL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cmd_lines(script: Path, *args: str) -> str:
+    """cmd and cmd_args running `script` with this Python (paths here have no spaces)."""
+    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(' '.join([str(script), *args]))}\n"
+
+
+def records(path: Path, event: str) -> list[dict[str, Any]]:
+    """The complete JSON lines of a child's record file with this event."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    return [r for r in (json.loads(x) for x in lines if x.endswith("\n")) if r["event"] == event]
 
 
 # --- the dev-agent ---------------------------------------------------------------------------

@@ -9,47 +9,29 @@ these tests prove what the faults do not break.
 
 from __future__ import annotations
 
-import json
 import signal
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 from conftest import (
+    RECORDER,
+    cmd_lines,
     consistent_serial,
     first_write,
     free_port,
     health_block,
     http_get,
     metric_samples,
+    records,
     serial_of,
     write_conf,
 )
-from util import ROOT, HelperProcess, wait_for
+from util import HelperProcess, wait_for
 
 from helper.devagent import DevAgentThread
 
-RECORDER = ROOT / "tests" / "children" / "recorder.py"
 STUBBORN = Path(__file__).resolve().parent / "children" / "stubborn.py"
-
-
-def hcl(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def cmd_lines(script: Path, *args: str) -> str:
-    """cmd and cmd_args running `script` with this Python (paths here have no spaces)."""
-    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(' '.join([str(script), *args]))}\n"
-
-
-def records(path: Path, event: str) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text().splitlines(keepends=True)
-    except FileNotFoundError:
-        return []
-    return [r for r in (json.loads(x) for x in lines if x.endswith("\n")) if r["event"] == event]
 
 
 def dead(pid: int) -> bool:
