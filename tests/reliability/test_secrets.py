@@ -5,17 +5,21 @@ its health, metrics and status answers, or the errors it keeps (status.last_erro
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pki
 import pytest
 from conftest import (
+    RECORDER,
     assert_no_secret,
+    cmd_lines,
     consistent_serial,
     first_write,
     free_port,
     health_block,
     http_get,
+    records,
     refusals,
     serial_of,
     write_conf,
@@ -141,3 +145,55 @@ def test_the_leak_detector_itself_catches_each_form() -> None:
         with pytest.raises(AssertionError):
             assert_no_secret(leak, [der])
     assert_no_secret("nothing to see", [der])
+
+
+def test_tokens_passwords_and_keys_stay_out_of_logs_health_and_the_childs_environment(
+        tmp_path: Path, certs: Path) -> None:
+    """Every secret-bearing output at once (JWT-SVID, PKCS#12 with a password, combined PEM,
+    credential folder) with a child; a JWT-SVID that is valid but for another audience (a
+    usable credential elsewhere) is refused, and must not be logged either."""
+    password = "p12-" + secrets.token_hex(12)
+    password_file = tmp_path / "p12pass"
+    password_file.write_text(password + "\n")
+    (certs / "spiffe").mkdir()
+    rec = tmp_path / "child.jsonl"
+    port = free_port()
+    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as agent:
+        elsewhere = agent.ca.mint_jwt_svid(agent.spiffe_id, ["someone-else"], 300)
+        agent.queue_jwt_svid_responses(workload_pb2.JWTSVIDResponse(
+            svids=[workload_pb2.JWTSVID(spiffe_id=agent.spiffe_id, svid=elsewhere)]))
+        extra = (
+            'jwt_svids = [{jwt_audience = "db", jwt_svid_file_name = "db.token"}]\n'
+            'jwt_bundle_file_name = "jwt_bundle.json"\n'
+            'svid_combined_file_name = "combined.pem"\n'
+            'pkcs12_file_name = "keystore.p12"\n'
+            f'pkcs12_password_file = "{password_file}"\n'
+            'credential_folder = "spiffe"\n'
+            + cmd_lines(RECORDER, "--record", str(rec)) + 'renew_signal = "SIGHUP"\n'
+            + health_block(port))
+        conf = write_conf(tmp_path, agent.socket_path, certs, extra)
+        with HelperProcess("-config", str(conf), "--log-level", "debug",
+                           log=tmp_path / "helper.log") as helper:
+            wait_for(lambda: (certs / "db.token").exists(), 15, "the JWT-SVID on disk")
+            first_write(certs)
+            assert "refused JWT-SVID for audience 'db' (rule jwt_aud)" in helper.output()
+            keys = [bytes(s.x509_svid_key) for s in agent.current.svids]
+            good = agent.rotate()
+            keys += [bytes(s.x509_svid_key) for s in good.svids]
+            wait_for(lambda: consistent_serial(certs) == serial_of(good), 10, "rotation")
+            child = wait_for(lambda: records(rec, "ready"), 10, "the child")[0]["pid"]
+            environ = Path(f"/proc/{child}/environ").read_bytes().replace(b"\0", b"\n").decode()
+            assert "SPIFFE_CREDENTIAL_FOLDER=" in environ  # it is the child's environment
+            served = []
+            for path in ("/live", "/ready", "/metrics", "/status"):
+                answer = http_get(port, path)
+                assert answer is not None
+                served.append(answer[1])
+            tokens = [elsewhere, (certs / "db.token").read_text()]
+            assert helper.stop() == 0
+            log = helper.output()
+    assert " DEBUG " in log
+    for text in (log, environ, *served):
+        assert_no_secret(text, keys)
+        for literal in (*tokens, password):
+            assert literal not in text
