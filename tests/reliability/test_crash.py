@@ -2,9 +2,10 @@
 
 The kill points are chosen by a seeded generator: after a random delay, the moment any temp
 file is visible, or the moment a temp of the key is visible. A reader thread parses every
-output file all along. After each kill every file is complete and parseable on its own; the
-next start removes the temp files the kill left and restores a consistent set, the one the
-agent sends.
+output file all along. After each kill every file is complete and parseable on its own, and
+the files that hold a key with its chain (the combined PEM, the credential folder's file)
+always hold a matching pair; the next start removes the temp files the kill left and
+restores a consistent set, the one the agent sends.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from util import HelperProcess, wait_for
 from helper.devagent import DevAgentThread
 from helper.writer import TEMP_MARKER
 
+# outputs that hold the key and its chain in one file: consistent at every moment
+PAIRED = ("combined.pem", "spiffe/credential-bundle.private-key.x509.pem")
+EXTRA = ('svid_combined_file_name = "combined.pem"\n'
+         'credential_folder = "spiffe"\n')
 SEED = 20240808
 KILLS = 20
 POINTS = ("random delay", "any temp visible", "key temp visible")
@@ -48,6 +53,16 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
+            for name in PAIRED:
+                try:
+                    data = (self.cert_dir / name).read_bytes()
+                except FileNotFoundError:
+                    continue
+                self.reads += 1
+                try:
+                    assert_pair(data)
+                except Exception as exc:  # a partial or mismatched file
+                    self.bad.append(f"{name}: {exc}")
             for name in FILES:
                 try:
                     data = (self.cert_dir / name).read_bytes()
@@ -61,6 +76,14 @@ class Reader(threading.Thread):
                         assert x509.load_pem_x509_certificates(data)
                 except Exception as exc:  # a partial file fails to parse
                     self.bad.append(f"{name}: {exc}")
+
+
+def assert_pair(pem: bytes) -> None:
+    """One file, key then chain: the key is the leaf's."""
+    key = serialization.load_pem_private_key(pem, None)
+    leaf = x509.load_pem_x509_certificates(pem)[0]
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    assert key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
 
 
 class Burst(threading.Thread):
@@ -90,7 +113,8 @@ def wait_for_kill_point(point: str, rng: random.Random, cert_dir: Path) -> bool:
 def test_sigkill_during_a_rotation_burst_never_leaves_a_broken_file_and_restart_repairs(
         tmp_path: Path, certs: Path, agent: DevAgentThread) -> None:
     rng = random.Random(SEED)
-    conf = write_conf(tmp_path, agent.socket_path, certs)
+    (certs / "spiffe").mkdir()
+    conf = write_conf(tmp_path, agent.socket_path, certs, EXTRA)
     reader = Reader(certs)
     reader.start()
     left_behind: list[str] = []
@@ -101,10 +125,10 @@ def test_sigkill_during_a_rotation_burst_never_leaves_a_broken_file_and_restart_
             with HelperProcess("-config", str(conf), log=tmp_path / f"helper{run}.log") as helper:
                 # the (next) start restores a consistent set: the one the agent sends now
                 current = agent.current
-                wait_for(lambda m=current: files_equal_message(certs, m), 15,
-                         f"start {run} to restore the set")
+                wait_for(lambda m=current: files_equal_message(certs, m)
+                         and not temps(certs) and not temps(certs / "spiffe"), 15,
+                         f"start {run} to restore the set")  # (the set: the last rename)
                 assert consistent_serial(certs) is not None
-                assert temps(certs) == []
                 for name in left_behind:
                     assert f"removed temp file {certs / name}" in helper.output(), name
                 if run == KILLS:
@@ -123,7 +147,9 @@ def test_sigkill_during_a_rotation_burst_never_leaves_a_broken_file_and_restart_
                     burst.join(15)
                 assert not burst.is_alive()
             parse_files(certs)  # each file whole and parseable right after the kill
-            left_behind = temps(certs)
+            for name in PAIRED:
+                assert_pair((certs / name).read_bytes())
+            left_behind = temps(certs) + [f"spiffe/{n}" for n in temps(certs / "spiffe")]
             cleaned += len(left_behind)
     finally:
         reader.stop.set()
