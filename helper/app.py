@@ -20,6 +20,7 @@ from typing import Any
 from helper._proto import workload_pb2
 from helper.backoff import workload_api_backoff
 from helper.config import Config
+from helper.config import load as load_config_file
 from helper.errors import Refused, WriteError
 from helper.identity import X509Snapshot
 from helper.render import render_x509
@@ -59,14 +60,30 @@ class X509Pipeline:
         """Validate, render and write one message. None when it was refused or not written."""
         try:
             snapshot = validate_x509_response(message)
-            svid = select_svid(snapshot, self.cfg.hint)
         except Refused as exc:
-            self.status.refused[exc.rule] += 1
-            self.status.last_error = f"refused message: {exc}"
-            log.error("refused X.509-SVID message (rule %s): %s; files left as they are",
-                      exc.rule, exc.detail)
+            self._refused(exc, "X.509-SVID message")
             return None
         self.backoff.reset()
+        return self.write(snapshot, rotation=True)
+
+    def rewrite(self) -> list[Path] | None:
+        """Write the current snapshot again with `self.cfg` (after a config reload)."""
+        if self.snapshot is None:
+            return None
+        return self.write(self.snapshot, rotation=False)
+
+    def _refused(self, exc: Refused, what: str) -> None:
+        self.status.refused[exc.rule] += 1
+        self.status.last_error = f"refused message: {exc}"
+        log.error("refused %s (rule %s): %s; files left as they are", what, exc.rule, exc.detail)
+
+    def write(self, snapshot: X509Snapshot, *, rotation: bool) -> list[Path] | None:
+        """Render and write `snapshot`; None when it was refused or not written."""
+        try:
+            svid = select_svid(snapshot, self.cfg.hint)
+        except Refused as exc:
+            self._refused(exc, "X.509-SVID message" if rotation else "current X.509-SVIDs")
+            return None
         files = render_x509(snapshot, self.cfg)
         try:
             changed = self.writer.write_set(files)
@@ -84,13 +101,17 @@ class X509Pipeline:
         self.status.x509_not_before = svid.leaf.not_valid_before_utc
         self.status.x509_expiry = svid.leaf.not_valid_after_utc
         if changed:
-            self.status.rotations += 0 if first else 1
-            self.status.last_rotation = time.time()
+            if rotation and not first:
+                self.status.rotations += 1
+                self.status.last_rotation = time.time()
+            elif first:
+                self.status.last_rotation = time.time()
             log.info("X.509-SVID %s (serial %x, expires %s): %d file(s) updated",
                      svid.spiffe_id, svid.leaf.serial_number,
                      svid.leaf.not_valid_after_utc.isoformat(), len(changed))
         else:
-            log.info("X.509-SVID %s unchanged on disk", svid.spiffe_id)
+            log.info("X.509-SVID %s (serial %x) unchanged on disk", svid.spiffe_id,
+                     svid.leaf.serial_number)
         return changed
 
     async def run(self, *, once: bool) -> None:
@@ -98,12 +119,16 @@ class X509Pipeline:
 
         def on_retry(error: WorkloadAPIError | None, delay: float) -> None:
             self.status.reconnects += 1
+            # a stream re-opened at once after it delivered messages is still healthy
+            self.status.stream_healthy = error is None and delay == 0
             if error is not None:
                 self.status.last_error = f"workload API: {error}"
 
         messages = watch(self.client.x509_svid_stream, backoff=self.backoff,
                          what=f"X.509-SVID stream from {self.client.address}", on_retry=on_retry)
         async for message in messages:
+            self.status.stream_healthy = True
+            self.status.last_message = time.time()
             changed = self.accept(message)
             if changed is None or self.snapshot is None:
                 continue
@@ -132,6 +157,10 @@ SignalHandler = Callable[[signal.Signals], Awaitable["int | None"]]
 # Called on the way out, last attached first, with the exit code so far; may replace it.
 ShutdownHook = Callable[[int], Awaitable[int]]
 ReconfigureHook = Callable[[Config, Config], Awaitable[None]]
+# Called with "start" before a config reload and "done" after it, whatever its outcome.
+ReloadHook = Callable[[str], Awaitable[None]]
+# Reads and validates the config file again, with the command line's overrides.
+ConfigLoader = Callable[[], Config]
 
 
 class Helper:
@@ -146,8 +175,9 @@ class Helper:
         self.signal_handlers.setdefault(sig, []).append(handler)
 
     def __init__(self, cfg: Config, *, status: Status | None = None,
-                 stop: asyncio.Event | None = None) -> None:
-        self.cfg = cfg
+                 stop: asyncio.Event | None = None,
+                 load_config: ConfigLoader | None = None) -> None:
+        self.cfg = cfg  # the configuration in force; a reload replaces it
         self.status = status if status is not None else initial_status(cfg)
         self.stop = stop if stop is not None else asyncio.Event()
         self.writer = AtomicWriter()
@@ -161,10 +191,37 @@ class Helper:
         self.shutdown_hooks: list[ShutdownHook] = []
         # Called with (old, new) after a valid config has been re-read.
         self.reconfigure_hooks: list[ReconfigureHook] = []
+        self.reload_hooks: list[ReloadHook] = []
+        self.load_config: ConfigLoader = load_config or self._load_config_file
+        self._reconnect = asyncio.Event()
         # Added to the environment of every process the helper starts (cmd, reload_cmd).
         self.child_env: dict[str, str] = {}
         self.ready = asyncio.Event()
         self.pipeline: X509Pipeline | None = None
+
+    def _load_config_file(self) -> Config:
+        return load_config_file(self.cfg.source)
+
+    def set_config(self, cfg: Config) -> None:
+        """Put `cfg` in force (a reload); the stream and the child are left alone."""
+        self.cfg = cfg
+        if self.pipeline is not None:
+            self.pipeline.cfg = cfg
+
+    def request_reconnect(self) -> None:
+        """Re-open the Workload API stream on `self.cfg.address` (agent_address changed)."""
+        self._reconnect.set()
+
+    async def rewrite_current(self) -> None:
+        """Write the current snapshot with `self.cfg` (new names or modes after a reload).
+
+        Files that changed are reported to the hooks as after a rotation.
+        """
+        if self.pipeline is None:
+            return
+        changed = self.pipeline.rewrite()
+        if changed is not None and self.pipeline.snapshot is not None:
+            await self._on_change(self.pipeline.snapshot, changed)
 
     async def _on_change(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
         for write_hook in self.write_hooks:
@@ -182,9 +239,9 @@ class Helper:
         """Run until done. Returns the process exit code."""
         for stale in self.writer.cleanup_stale(output_directories(self.cfg)):
             log.info("removed temp file %s left by an earlier run", stale)
-        async with WorkloadClient(self.cfg.address) as client:
-            self.pipeline = X509Pipeline(self.cfg, client, self.writer, self.status,
-                                         [self._on_change])
+        self.pipeline = X509Pipeline(self.cfg, WorkloadClient(self.cfg.address), self.writer,
+                                     self.status, [self._on_change])
+        try:
             captured = STOP_SIGNALS | set(self.signal_handlers)
             with SignalQueue(captured) as signals:
                 if not self.cfg.daemon_mode:
@@ -192,13 +249,34 @@ class Helper:
                 else:
                     log.info("daemon mode: watching %s", self.cfg.address)
                     code = await run_until_first(
-                        pipeline_forever(self.pipeline),
+                        self._stream_forever(self.pipeline),
                         self._dispatch_signals(signals),
                         *(self._service(s) for s in self.services),
                     )
                 for shutdown in reversed(self.shutdown_hooks):
                     code = await shutdown(code)
+        finally:
+            await self.pipeline.client.close()
         return code
+
+    async def _stream_forever(self, pipeline: X509Pipeline) -> int:
+        """The X.509 stream; re-opened on a new client when a reload changes the address."""
+
+        async def reconnect_requested() -> int | None:
+            await self._reconnect.wait()
+            return None
+
+        while True:
+            self._reconnect.clear()
+            code = await run_until_first(pipeline_forever(pipeline), reconnect_requested())
+            if code is not None:
+                return code
+            old = pipeline.client
+            pipeline.client = WorkloadClient(self.cfg.address)
+            pipeline.status.stream_healthy = False
+            log.info("agent_address changed: re-connecting from %s to %s",
+                     old.address, self.cfg.address)
+            await old.close()
 
     async def _service(self, service: Service) -> int:
         code = await service()
@@ -227,9 +305,23 @@ class Helper:
 
 
 def build(cfg: Config, *, stop: asyncio.Event | None = None,
-          status: Status | None = None) -> Helper:
-    """The one place that decides which features a configuration turns on."""
-    helper = Helper(cfg, status=status, stop=stop)
+          status: Status | None = None, load_config: ConfigLoader | None = None) -> Helper:
+    """The one place that decides which features a configuration turns on.
+
+    `load_config` re-reads the configuration for a reload (the CLI passes one that applies
+    its flags again); by default the file `cfg.source` is read.
+    """
+    helper = Helper(cfg, status=status, stop=stop, load_config=load_config)
+    if cfg.daemon_mode:
+        from helper import expiry, health, reconfigure, sdnotify
+
+        health.attach(helper)
+        expiry.attach(helper)
+        reconfigure.attach(helper)
+        # Keep sd_notify last: its ready hook sends READY=1 and must run after every other
+        # ready hook (the supervisor's starts the child), its shutdown hook (STOPPING=1)
+        # runs first.
+        sdnotify.attach(helper)
     return helper
 
 

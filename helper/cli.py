@@ -7,6 +7,7 @@ Compatible with the Go tool's flags (`-config FILE`, `-daemon-mode=false`, `-ver
     spiffe-helper check-config [-config FILE]
     spiffe-helper dev-agent --socket PATH [...]
     spiffe-helper demo [--dir DIR]
+    spiffe-helper status [--url URL | -config FILE]
 
 Heavy modules (gRPC, cryptography, the dev-agent) are imported only by the subcommand
 that needs them, so `check-config` and `-version` stay fast.
@@ -20,12 +21,14 @@ from collections.abc import Sequence
 
 from helper import __version__
 
-SUBCOMMANDS = ("run", "check-config", "dev-agent", "demo", "help")
+SUBCOMMANDS = ("run", "check-config", "dev-agent", "demo", "status", "help")
 EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 1
+EXIT_NOT_READY = 3
 
 # Long flags the Go tool spells with one dash; we accept one or two for all of them.
 _GO_STYLE = ("config", "daemon-mode", "version", "help", "socket", "dir", "log-level",
-             "log-format")
+             "log-format", "url")
 
 
 def _go_style(argv: Sequence[str]) -> list[str]:
@@ -56,8 +59,15 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, daemon_mode: bool) -> 
                             default=None, metavar="BOOL",
                             help="keep running and renew (default true; overrides the file)")
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"),
-                        default="info")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+                        default=None, help="overrides log_level of the file (default info)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="overrides log_format of the file (default text)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """Command-line values that win over the config file (on reloads too)."""
+    return {key: value for key, value in (("log_level", args.log_level),
+                                          ("log_format", args.log_format)) if value is not None}
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -65,7 +75,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="spiffe-helper",
         description="Fetch SVIDs from the SPIFFE Workload API, write them to disk atomically "
                     "and reload the daemon that uses them.",
-        epilog="subcommands: run (default), check-config, dev-agent, demo. "
+        epilog="subcommands: run (default), check-config, dev-agent, demo, status. "
                "'spiffe-helper SUBCOMMAND -help' for each.")
     _add_config_flags(parser, daemon_mode=True)
     parser.add_argument("--version", action="store_true", help="print version and exit")
@@ -99,11 +109,17 @@ def cmd_run(argv: Sequence[str]) -> int:
         return 0
     from helper import config, logs
 
-    logs.setup(args.log_level, args.log_format)
+    logs.setup(args.log_level or "info", args.log_format or "text")
+    overrides = _overrides(args)
+
+    def load() -> config.Config:
+        return config.load(args.config, daemon_mode=args.daemon_mode, overrides=overrides)
+
     try:
-        cfg = config.load(args.config, daemon_mode=args.daemon_mode)
+        cfg = load()
     except config.ConfigError as exc:
         return _config_error(exc)
+    logs.setup(cfg.log_level, cfg.log_format)
     import asyncio
     import logging
 
@@ -112,7 +128,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 
     from helper import app
 
-    return asyncio.run(app.build(cfg).run())
+    return asyncio.run(app.build(cfg, load_config=load).run())
 
 
 def cmd_check_config(argv: Sequence[str]) -> int:
@@ -124,7 +140,7 @@ def cmd_check_config(argv: Sequence[str]) -> int:
     from helper import config
 
     try:
-        cfg = config.load(args.config, daemon_mode=args.daemon_mode)
+        cfg = config.load(args.config, daemon_mode=args.daemon_mode, overrides=_overrides(args))
     except config.ConfigError as exc:
         return _config_error(exc)
     print(config.render_resolved(cfg), end="")
@@ -152,6 +168,70 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return demo.run_from_args(parser.parse_args(argv))
 
 
+def status_url(base: str) -> str:
+    """The /status URL from --url: a bare http://host:port gets the /status path."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base if "://" in base else f"http://{base}")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"--url must be an http:// or https:// URL, got {base!r}")
+    path = parts.path if parts.path not in ("", "/") else "/status"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def cmd_status(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="spiffe-helper status",
+        description="Ask a running helper (its health listener) for its identity, expiry, "
+                    "last rotation and child state. Exit 0 ready, 1 unreachable, 3 not ready.")
+    parser.add_argument("--url", metavar="URL",
+                        help="the helper's health listener, e.g. http://127.0.0.1:8081 "
+                             "(default: found from the config file)")
+    parser.add_argument("-c", "--config", default="helper.conf", metavar="FILE",
+                        help="config file of the running helper, to find its listener "
+                             "(default: helper.conf)")
+    args = parser.parse_args(argv)
+    if args.url:
+        try:
+            url = status_url(args.url)
+        except ValueError as exc:
+            print(f"spiffe-helper status: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        from helper import config, health
+
+        try:
+            cfg = config.load(args.config)
+        except config.ConfigError as exc:
+            return _config_error(exc)
+        checks = cfg.health_checks
+        if not checks.listener_enabled:
+            print(f"spiffe-helper status: {args.config}: health_checks.listener_enabled is "
+                  "false; the status command reads the health listener (or pass --url)",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        url = f"http://{health.url_host(checks)}:{checks.bind_port}/status"
+    import json
+    import urllib.error
+    import urllib.request
+
+    from helper import statusview
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http(s) checked
+            doc = json.loads(response.read(1 << 20))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"spiffe-helper status: cannot read {url}: {reason}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if not isinstance(doc, dict):
+        print(f"spiffe-helper status: {url} did not answer with a status document",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(statusview.status_table(doc), end="")
+    return 0 if doc.get("ready") is True else EXIT_NOT_READY
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _go_style(sys.argv[1:] if argv is None else argv)
     command = "run"
@@ -161,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_parser().print_help()
         return 0
     handler = {"run": cmd_run, "check-config": cmd_check_config,
-               "dev-agent": cmd_dev_agent, "demo": cmd_demo}[command]
+               "dev-agent": cmd_dev_agent, "demo": cmd_demo, "status": cmd_status}[command]
     try:
         return handler(args)
     except KeyboardInterrupt:

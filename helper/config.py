@@ -24,6 +24,7 @@ one ``Key`` entry and the matching dataclass field.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import posixpath
@@ -55,6 +56,8 @@ ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
 MAX_MODE = 0o7777
 MAX_STARTUP_TIMEOUT = 365 * 24 * 3600.0
 _MAX_SHOWN = 80
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("text", "json")
 _INT64_LIMIT = 2**63
 _DEFAULT_ADDRESS = Address(scheme="unix", path=DEFAULT_AGENT_ADDRESS)
 
@@ -70,6 +73,7 @@ class HealthChecks:
     bind_port: int = 8081
     liveness_path: str = "/live"
     readiness_path: str = "/ready"
+    bind_address: str = ""  # ours; last so that positional construction stays as it was
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class Config:
     omit_expired: bool = False
     health_checks: HealthChecks = HealthChecks()
     startup_timeout: float = 60.0
+    watch_config: bool = False
+    log_level: str = "info"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", parse_address(self.agent_address))
@@ -128,7 +135,7 @@ class Config:
 
 Kind = Literal[
     "string", "bool", "mode", "port", "seconds", "strings", "signal", "cmd_args", "http_path",
-    "block", "blocks",
+    "ip_address", "choice", "block", "blocks",
 ]
 
 
@@ -158,6 +165,7 @@ class Key:
     example: str
     children: tuple[Key, ...] = ()
     section: Callable[..., Any] | None = None
+    choices: tuple[str, ...] = ()  # kind "choice": the accepted values
 
     @property
     def required(self) -> bool:
@@ -172,6 +180,8 @@ HEALTH_CHECK_KEYS: tuple[Key, ...] = (
     Key("liveness_path", "http_path", "/live", "URL path of the liveness check.", '"/live"'),
     Key("readiness_path", "http_path", "/ready", "URL path of the readiness check.",
         '"/ready"'),
+    Key("bind_address", "ip_address", "", "IP address the health server listens on; empty "
+        "means every interface, as in Go.", '"127.0.0.1"'),
 )
 
 JWT_SVID_KEYS: tuple[Key, ...] = (
@@ -230,6 +240,12 @@ CONFIG_KEYS: tuple[Key, ...] = (
         children=HEALTH_CHECK_KEYS, section=HealthChecks),
     Key("startup_timeout", "seconds", 60.0, "One-shot mode (daemon_mode = false) gives up "
         "after this many seconds without a complete fetch.", "30"),
+    Key("watch_config", "bool", False, "Re-read this file when it changes, as on SIGHUP "
+        "(daemon mode only).", "true"),
+    Key("log_level", "choice", "info", "Least severe messages logged. The --log-level flag "
+        "overrides it.", '"debug"', choices=LOG_LEVELS),
+    Key("log_format", "choice", "text", "text: one line per event; json: one JSON object "
+        "per line. The --log-format flag overrides it.", '"json"', choices=LOG_FORMATS),
 )
 
 
@@ -241,12 +257,17 @@ def load(
     *,
     daemon_mode: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Read, parse and validate a config file (TOML if its name ends in .toml, else HCL)."""
+    """Read, parse and validate a config file (TOML if its name ends in .toml, else HCL).
+
+    ``overrides`` are command-line values that win over the file (``log_level``, ...).
+    """
     source = os.fspath(path)
     text = _read_text(source)
     syntax: Literal["hcl", "toml"] = "toml" if source.lower().endswith(".toml") else "hcl"
-    return loads(text, source=source, syntax=syntax, daemon_mode=daemon_mode, environ=environ)
+    return loads(text, source=source, syntax=syntax, daemon_mode=daemon_mode, environ=environ,
+                 overrides=overrides)
 
 
 def loads(
@@ -256,12 +277,13 @@ def loads(
     syntax: Literal["hcl", "toml"] = "hcl",
     daemon_mode: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Parse and validate config text; ``source`` names it in error messages."""
     data = parse_toml(text, source=source) if syntax == "toml" else parse_hcl(text, source=source)
     return from_mapping(
         data, source=source, daemon_mode=daemon_mode, environ=environ,
-        mode_strings=syntax == "toml",
+        mode_strings=syntax == "toml", overrides=overrides,
     )
 
 
@@ -541,11 +563,13 @@ def from_mapping(
     daemon_mode: bool | None = None,
     environ: Mapping[str, str] | None = None,
     mode_strings: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Validate parsed config data and build a Config; raise ConfigError on any problem.
 
     ``daemon_mode`` (the command-line flag) wins over the file. ``mode_strings`` accepts
-    file modes written as octal strings (TOML). Checks that cert_dir exists.
+    file modes written as octal strings (TOML). ``overrides`` (top-level keys set on the
+    command line) win over the file and are checked like it. Checks that cert_dir exists.
     """
     ctx = _Context(source, mode_strings)
     raw: object = data
@@ -555,6 +579,8 @@ def from_mapping(
     values = _check_section(data, CONFIG_KEYS, "", ctx)
     if daemon_mode is not None:
         values["daemon_mode"] = daemon_mode
+    if overrides:
+        values.update(_check_section(overrides, CONFIG_KEYS, "", ctx))
     values["agent_address"] = _resolve_agent_address(
         values.get("agent_address", ""), os.environ if environ is None else environ, ctx
     )
@@ -644,6 +670,8 @@ def _check_value(key: Key, value: Any, where: str, ctx: _Context) -> Any:
             merged.update(block)
         assert key.section is not None
         return key.section(**_check_section(merged, key.children, f"{where}.", ctx))
+    if key.kind == "choice":
+        return _check_choice(value, key.choices, where, ctx)
     if key.kind == "blocks":
         assert key.section is not None
         section = key.section
@@ -832,6 +860,27 @@ def _check_http_path(value: Any, where: str, ctx: _Context) -> str | _UseDefault
     return text
 
 
+def _check_ip_address(value: Any, where: str, ctx: _Context) -> str:
+    text = _check_string(value, where, ctx)
+    if text == "":
+        return ""
+    literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(literal))
+    except ValueError:
+        raise ctx.error(where, f"expected an IPv4 or IPv6 address such as 127.0.0.1 or ::1, "
+                               f"got {_shown(text)}") from None
+
+
+def _check_choice(value: Any, choices: Sequence[str], where: str, ctx: _Context) -> str:
+    text = _check_string(value, where, ctx)
+    if text in choices:
+        return text
+    if text.lower() in choices:
+        raise ctx.error(where, f"write {text.lower()} in lower case")
+    raise ctx.error(where, f"expected one of {', '.join(choices)}, got {_shown(text)}")
+
+
 _CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
     "string": _check_string,
     "bool": _check_bool,
@@ -842,6 +891,7 @@ _CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
     "signal": _check_signal,
     "cmd_args": _check_cmd_args,
     "http_path": _check_http_path,
+    "ip_address": _check_ip_address,
 }
 
 
@@ -929,6 +979,8 @@ def config_warnings(cfg: Config) -> list[str]:
         if cfg.health_checks.listener_enabled:
             warnings.append("health_checks.listener_enabled has no effect when daemon_mode "
                             "is false")
+        if cfg.watch_config:
+            warnings.append("watch_config has no effect when daemon_mode is false")
     if cfg.cmd_args and not cfg.cmd:
         warnings.append("cmd_args is set but cmd is not: cmd_args will be ignored")
     for key in CONFIG_KEYS:
@@ -1021,7 +1073,7 @@ def reference_table_markdown() -> str:
     ]
     for key, name in _all_keys():
         rows.append(
-            f"| `{name}` | {_KIND_NAMES[key.kind]} | {_default_cell(key)} "
+            f"| `{name}` | {_kind_cell(key)} | {_default_cell(key)} "
             f"| `{_md_escape(key.example)}` | {_md_escape(key.description)} |"
         )
     return "\n".join(rows) + "\n"
@@ -1047,9 +1099,17 @@ _KIND_NAMES: dict[str, str] = {
     "signal": "signal name",
     "cmd_args": "string",
     "http_path": "URL path",
+    "ip_address": "IP address",
+    "choice": "one of",
     "block": "block",
     "blocks": "list of blocks",
 }
+
+
+def _kind_cell(key: Key) -> str:
+    if key.kind == "choice":
+        return "one of " + ", ".join(f"`{choice}`" for choice in key.choices)
+    return _KIND_NAMES[key.kind]
 
 
 def _default_cell(key: Key) -> str:

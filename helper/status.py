@@ -34,6 +34,11 @@ class Status:
     child_restarts: int = 0
     reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, failed
     last_error: str = ""
+    # The Workload API stream: healthy from the first message until an error or a stream
+    # that ended without delivering anything; healthy again with the next message.
+    stream_healthy: bool = False
+    last_message: float | None = None  # wall clock, seconds
+    config_reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, failed
 
     def live(self) -> bool:
         """Live unless a write failed (the Go tool's rule)."""
@@ -46,3 +51,16 @@ class Status:
         if self.x509_write_status not in (None, WRITTEN):
             return False
         return all(s == WRITTEN for s in self.jwt_write_status.values())
+
+    def expired(self, now: datetime) -> list[str]:
+        """The SVIDs in use that have expired and were not renewed, named for a log line."""
+        gone = []
+        if self.x509_expiry is not None and self.x509_expiry <= now:
+            gone.append(f"X.509-SVID {self.spiffe_id} (expired {self.x509_expiry.isoformat()})")
+        gone += [f"JWT-SVID for audience {aud!r} (expired {when.isoformat()})"
+                 for aud, when in sorted(self.jwt_expiry.items()) if when <= now]
+        return gone
+
+    def ready_at(self, now: datetime) -> bool:
+        """Ready, and no SVID in use has expired without a renewal."""
+        return self.ready() and not self.expired(now)
