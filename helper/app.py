@@ -313,11 +313,15 @@ def build(cfg: Config, *, stop: asyncio.Event | None = None,
     """
     helper = Helper(cfg, status=status, stop=stop, load_config=load_config)
     if cfg.daemon_mode:
-        from helper import expiry, health, reconfigure, sdnotify
+        # not on the one-shot path: none of these modules is imported there
+        from helper import expiry, health, reconfigure, sdnotify, supervisor
 
         health.attach(helper)
         expiry.attach(helper)
+        # reconfigure before supervisor: on SIGHUP the files are rewritten for the new
+        # config before the child gets the forwarded signal
         reconfigure.attach(helper)
+        supervisor.attach(helper)
         # Keep sd_notify last: its ready hook sends READY=1 and must run after every other
         # ready hook (the supervisor's starts the child), its shutdown hook (STOPPING=1)
         # runs first.

@@ -116,6 +116,16 @@ class Config:
     watch_config: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    # supervising cmd (helper/supervisor.py)
+    renew_action: str = "signal"
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 10.0
+    on_cmd_exit: str = "renew"
+    cmd_stdin: bool = False
+    cmd_env: tuple[tuple[str, str], ...] = ()  # (name, value) in the order written
+    reload_debounce: float = 0.5
+    reload_cmd: tuple[str, ...] = ()  # an argument vector
+    reload_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", parse_address(self.agent_address))
@@ -135,7 +145,7 @@ class Config:
 
 Kind = Literal[
     "string", "bool", "mode", "port", "seconds", "strings", "signal", "cmd_args", "http_path",
-    "ip_address", "choice", "block", "blocks",
+    "ip_address", "choice", "block", "blocks", "delay", "command", "env",
 ]
 
 
@@ -155,7 +165,7 @@ class Key:
 
     ``default`` is the documented default (the dataclass field holds the real one; a test
     keeps them equal). ``example`` is HCL text. Block kinds name their ``children`` and the
-    dataclass (``section``) each block becomes.
+    dataclass (``section``) each block becomes; the ``choice`` kind names its ``choices``.
     """
 
     name: str
@@ -246,6 +256,30 @@ CONFIG_KEYS: tuple[Key, ...] = (
         "overrides it.", '"debug"', choices=LOG_LEVELS),
     Key("log_format", "choice", "text", "text: one line per event; json: one JSON object "
         "per line. The --log-format flag overrides it.", '"json"', choices=LOG_FORMATS),
+    Key("renew_action", "choice", "signal", 'What a renewal does to cmd: "signal" sends '
+        "renew_signal to it, or starts it again if it has exited (Go behaviour); \"restart\" "
+        "stops it with stop_signal and starts it again on the new files.", '"restart"',
+        choices=("signal", "restart")),
+    Key("stop_signal", "signal", "SIGTERM", 'Signal that stops cmd (renew_action = "restart", '
+        "helper shutdown); its process group is SIGKILLed after stop_timeout.", '"SIGQUIT"'),
+    Key("stop_timeout", "seconds", 10.0, "Seconds cmd gets to exit after stop_signal or a "
+        "forwarded SIGTERM/SIGINT before its process group is SIGKILLed.", "30"),
+    Key("on_cmd_exit", "choice", "renew", 'When cmd exits on its own: "renew" starts it '
+        'again at the next renewal (Go behaviour); "exit" ends the helper with cmd\'s exit '
+        'status; "restart" starts it again with backoff (1 s doubling to 30 s).', '"exit"',
+        choices=("renew", "exit", "restart")),
+    Key("cmd_stdin", "bool", False, "Give cmd the helper's stdin; false gives it /dev/null.",
+        "true"),
+    Key("cmd_env", "env", (), "Environment variables added for cmd and reload_cmd, a block "
+        "of NAME = \"value\".", '{ LOG_LEVEL = "debug" }'),
+    Key("reload_debounce", "delay", 0.5, "Renewals within this many seconds become one "
+        "reload with the last files; 0 reloads at once (never two at a time).", "1"),
+    Key("reload_cmd", "command", (), "Command run after each write that changed files, "
+        "the first included (daemon mode only): a string split like cmd_args, or a list of "
+        "strings; no shell.",
+        '["mariadb-admin", "flush-ssl"]'),
+    Key("reload_timeout", "seconds", 30.0, "reload_cmd is killed (its process group) after "
+        "this many seconds and counted as failed.", "10"),
 )
 
 
@@ -679,7 +713,10 @@ def _check_value(key: Key, value: Any, where: str, ctx: _Context) -> Any:
             section(**_check_section(block, key.children, f"{block_where}.", ctx))
             for block_where, block in _blocks(key, value, where, ctx)
         )
-    return _CHECKERS[key.kind](value, where, ctx)
+    checked = _CHECKERS[key.kind](value, where, ctx)
+    if key.kind == "signal" and checked == "" and key.default:
+        return _USE_DEFAULT  # an empty stop_signal means the default, as Go reads ""
+    return checked
 
 
 def _blocks(key: Key, value: Any, where: str, ctx: _Context) -> list[tuple[str, Mapping[str, Any]]]:
@@ -851,6 +888,53 @@ def _check_cmd_args(value: Any, where: str, ctx: _Context) -> str:
     return text
 
 
+def _check_delay(value: Any, where: str, ctx: _Context) -> float:
+    """Seconds, 0 allowed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ctx.error(where, f"expected a number of seconds, got {_describe(value)}")
+    in_range = 0 <= value <= MAX_STARTUP_TIMEOUT  # NaN is False
+    if not in_range:
+        raise ctx.error(
+            where, f"must be at least 0 and at most {MAX_STARTUP_TIMEOUT:.0f} seconds, "
+            f"got {_describe(value)}"
+        )
+    return float(value)
+
+
+def _check_command(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
+    """A command line: a string split like cmd_args, or a list of strings (an argv)."""
+    if isinstance(value, str):
+        argv = split_cmd_args(_check_cmd_args(value, where, ctx))
+    elif isinstance(value, list | tuple):
+        argv = [_check_string(item, f"{where}[{index}]", ctx) for index, item in enumerate(value)]
+    else:
+        raise ctx.error(where, f"expected a string or a list of strings, got {_describe(value)}")
+    if argv and not argv[0]:
+        raise ctx.error(where, "the program (first word) must not be empty")
+    return tuple(argv)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_env(value: Any, where: str, ctx: _Context) -> tuple[tuple[str, str], ...]:
+    """NAME = "value" pairs: one block or map, or repeated blocks (merged, later wins)."""
+    if isinstance(value, Mapping):
+        blocks: list[Any] = [value]
+    elif isinstance(value, list | tuple) and all(isinstance(b, Mapping) for b in value):
+        blocks = list(value)
+    else:
+        raise ctx.error(where, f'expected a block of NAME = "value" pairs, got {_describe(value)}')
+    merged: dict[str, str] = {}
+    for block in blocks:
+        for name, item in block.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ctx.error(f"{where}.{_key_text(name)}", "is not an environment variable "
+                                "name (letters, digits and _, not starting with a digit)")
+            merged[name] = _check_string(item, f"{where}.{name}", ctx)
+    return tuple(merged.items())
+
+
 def _check_http_path(value: Any, where: str, ctx: _Context) -> str | _UseDefault:
     text = _check_string(value, where, ctx)
     if text == "":
@@ -892,6 +976,9 @@ _CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
     "cmd_args": _check_cmd_args,
     "http_path": _check_http_path,
     "ip_address": _check_ip_address,
+    "delay": _check_delay,
+    "command": _check_command,
+    "env": _check_env,
 }
 
 
@@ -942,8 +1029,26 @@ def _check_health_paths(cfg: Config, ctx: _Context) -> None:
         raise ctx.error("health_checks.readiness_path", "must differ from liveness_path")
 
 
+# Stopping a process with these would leave it stopped, not gone.
+_JOB_CONTROL_SIGNALS = frozenset({"SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGCONT"})
+
+
+def _check_supervisor(cfg: Config, ctx: _Context) -> None:
+    if cfg.renew_action != "signal" and not cfg.cmd:
+        raise ctx.error("renew_action", f'"{cfg.renew_action}" needs cmd: it restarts the '
+                        "process cmd starts")
+    if cfg.on_cmd_exit != "renew" and not cfg.cmd:
+        raise ctx.error("on_cmd_exit", f'"{cfg.on_cmd_exit}" needs cmd')
+    if cfg.reload_cmd and not cfg.daemon_mode:
+        raise ctx.error("reload_cmd", "is only supported in daemon mode (daemon_mode is false)")
+    if cfg.stop_signal in _JOB_CONTROL_SIGNALS:
+        raise ctx.error("stop_signal", f"{cfg.stop_signal} pauses or resumes a process and "
+                        "would not stop it; use SIGTERM, SIGINT, SIGQUIT or similar")
+
+
 _CONFIG_CHECKS: tuple[Callable[[Config, _Context], None], ...] = (
     _check_pid_file,
+    _check_supervisor,
     _check_x509_all_or_none,
     _check_some_output,
     _check_distinct_outputs,
@@ -983,6 +1088,14 @@ def config_warnings(cfg: Config) -> list[str]:
             warnings.append("watch_config has no effect when daemon_mode is false")
     if cfg.cmd_args and not cfg.cmd:
         warnings.append("cmd_args is set but cmd is not: cmd_args will be ignored")
+    if cfg.cmd_stdin and not cfg.cmd:
+        warnings.append("cmd_stdin is set but cmd is not: cmd_stdin will be ignored")
+    if cfg.cmd_env and not (cfg.cmd or cfg.reload_cmd):
+        warnings.append("cmd_env is set but neither cmd nor reload_cmd is: cmd_env will be "
+                        "ignored")
+    if cfg.renew_action == "restart" and cfg.renew_signal and not cfg.pid_file_name:
+        warnings.append('renew_signal is not sent to cmd when renew_action is "restart": '
+                        "renew_signal will be ignored")
     for key in CONFIG_KEYS:
         mode = getattr(cfg, key.name) if key.kind == "mode" else 0
         if mode & 0o7000:
@@ -1013,6 +1126,10 @@ def _render_section(obj: Any, keys: Sequence[Key], indent: str) -> list[str]:
             lines.append(f"{indent}{key.name} {{")
             lines += _render_section(value, key.children, indent + "  ")
             lines.append(f"{indent}}}")
+        elif key.kind == "env":
+            lines.append(f"{indent}{key.name} {{")
+            lines += [f"{indent}  {name} = {_hcl_string(text)}" for name, text in value]
+            lines.append(f"{indent}}}")
         elif key.kind == "blocks":
             if not value:
                 lines.append(f"{indent}{key.name} = []")
@@ -1036,10 +1153,10 @@ def hcl_value(kind: Kind, value: Any) -> str:
         return f"0{value:o}" if value else "0"
     if kind == "port":
         return str(value)
-    if kind == "seconds":
+    if kind in ("seconds", "delay"):
         number = float(value)
         return str(int(number)) if number.is_integer() else format(Decimal(repr(number)), "f")
-    if kind == "strings":
+    if kind in ("strings", "command"):
         # a heredoc ends at a line of its own, so a newline follows it inside a list
         items = [_hcl_string(item) for item in value]
         return "[" + ", ".join(i + "\n" if i.startswith("<<") else i for i in items) + "]"
@@ -1103,6 +1220,9 @@ _KIND_NAMES: dict[str, str] = {
     "choice": "one of",
     "block": "block",
     "blocks": "list of blocks",
+    "delay": "seconds",
+    "command": "string or list of strings",
+    "env": "block of strings",
 }
 
 
@@ -1119,6 +1239,8 @@ def _default_cell(key: Key) -> str:
         return "see below"
     if key.kind == "blocks":
         return "`[]`"
+    if key.kind == "env":
+        return "`{}`"
     if key.default == "":
         return '`""`'
     return f"`{_md_escape(hcl_value(key.kind, key.default))}`"

@@ -787,7 +787,8 @@ def test_registry_matches_dataclass_fields(keys: Any, cls: Any, skip: set[str]) 
 
 def reference_example_text(key_name: str) -> str:
     """A config using the documented example of one key (nested keys inside their block)."""
-    base = X509 + 'renew_signal = "SIGHUP"\n'
+    # cmd too: renew_action and on_cmd_exit examples need it (a key repeated later wins)
+    base = X509 + 'renew_signal = "SIGHUP"\ncmd = "/usr/sbin/nginx"\n'
     for key in CONFIG_KEYS:
         if key.name == key_name:
             return base + (key.example if key.kind == "block" else f"{key.name} = {key.example}")

@@ -422,8 +422,41 @@ def test_sighup_with_a_new_output_name_writes_it_at_once_keeping_pid_and_stream(
         assert leaf_serial(certs / "svid.pem") == first
         assert metric(setup, 'spiffe_helper_config_reloads_total{result="ok"}') == 1
         assert helper.stop() == 0
-    # NOTE: the supervised child (cmd) is not on this branch; with it, the child's PID must
-    # also stay the same here.
+    # the supervised child keeps its PID too: see the next test
+
+
+def recorded(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_sighup_reloads_the_config_keeps_the_child_and_forwards_hup_to_it(
+        tmp_path, agent, certs):
+    record = tmp_path / "child.jsonl"
+    recorder = Path(__file__).parent / "children" / "recorder.py"
+    child = (f'cmd = "{sys.executable}"\ncmd_args = "{recorder} --record {record}"\n'
+             'renew_signal = "SIGUSR1"')
+    setup = Setup(tmp_path, agent, certs)
+    setup.write(extra=child)
+    with start(setup, tmp_path) as helper:
+        first = wait_for(lambda: leaf_serial(certs / "svid.pem"), what="first write")
+        ready = wait_for(lambda: [e for e in recorded(record) if e["event"] == "ready"],
+                         what="child ready")
+        child_pid = ready[0]["pid"]
+        setup.write(svid="server.pem", extra=child)
+        helper.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: leaf_serial(certs / "server.pem") == first, what="new file name")
+        wait_for(lambda: [e for e in recorded(record) if e.get("name") == "SIGHUP"],
+                 what="SIGHUP forwarded to the child")
+        # the same child, never restarted, and it keeps getting renew_signal on rotation
+        serial = serial_of(agent.rotate())
+        wait_for(lambda: leaf_serial(certs / "server.pem") == serial, what="rotation")
+        wait_for(lambda: [e for e in recorded(record) if e.get("name") == "SIGUSR1"],
+                 what="renew signal after the reload")
+        starts = [e for e in recorded(record) if e["event"] == "start"]
+        assert [e["pid"] for e in starts] == [child_pid]
+        assert helper.proc.poll() is None
 
 
 def test_an_invalid_edit_is_logged_once_and_the_old_config_stays(tmp_path, agent, certs):

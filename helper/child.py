@@ -1,0 +1,142 @@
+"""Starting and signalling child processes (the I/O edge of the supervisor).
+
+Children are started with ``posix_spawnp`` (no ``fork`` of a threaded process, no
+``preexec_fn``):
+
+* an empty signal mask and the default disposition for every catchable signal, whatever
+  the helper blocks or ignores (Python itself ignores SIGPIPE and SIGXFSZ, and a mask or an
+  ignored signal is inherited across exec);
+* their own process group (``setpgroup=0``): Ctrl-C on a terminal reaches the helper's
+  group only, the helper forwards it once, and the whole group can be SIGKILLed;
+* stdin from ``/dev/null`` unless asked to inherit it; stdout and stderr inherited (stderr
+  may be redirected to a pipe, for ``reload_cmd``);
+* ``cmd`` is looked up in ``PATH`` when it has no slash, as Go's ``exec.Command`` does.
+
+Nothing here waits for a child: ``helper/reaper.py`` owns ``waitpid``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+# Removed from every child's environment: a child that inherits it can confuse systemd.
+DROPPED_ENV = ("NOTIFY_SOCKET",)
+
+CATCHABLE_SIGNALS = frozenset(
+    s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)
+)
+
+
+@dataclass(eq=False)
+class Process:
+    """A child the helper started. `exit` resolves to its raw wait status."""
+
+    pid: int
+    argv: tuple[str, ...]
+    started: float  # monotonic seconds
+    exit: asyncio.Future[int]
+    expected_exit: bool = False  # set before the helper stops it on purpose
+    ended: float | None = field(default=None)
+
+    @property
+    def alive(self) -> bool:
+        """True until it has been reaped (a zombie still counts as alive: its pid is ours)."""
+        return not self.exit.done()
+
+    @property
+    def pgid(self) -> int:
+        return self.pid  # each child leads its own process group
+
+
+def child_environment(base: Mapping[str, str], *extra: Mapping[str, str]) -> dict[str, str]:
+    """`base` without NOTIFY_SOCKET, then each of `extra` laid over it in turn."""
+    env = {k: v for k, v in base.items() if k not in DROPPED_ENV}
+    for layer in extra:
+        env.update(layer)
+    return env
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], *, inherit_stdin: bool = False,
+          stderr_fd: int | None = None) -> int:
+    """Start `argv` as described in the module docstring; its pid.
+
+    Raises OSError (FileNotFoundError, PermissionError, ...) when it cannot be executed.
+    """
+    if not argv or not argv[0]:
+        raise ValueError("empty command")
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
+    if not inherit_stdin:
+        actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+    if stderr_fd is not None and stderr_fd != 2:
+        actions.append((os.POSIX_SPAWN_DUP2, stderr_fd, 2))
+    return os.posix_spawnp(
+        argv[0], list(argv), dict(env),
+        file_actions=actions,
+        setpgroup=0,
+        setsigmask=(),
+        setsigdef=CATCHABLE_SIGNALS,
+    )
+
+
+def exit_code(wait_status: int) -> int:
+    """Shell convention: exit N gives N, killed by signal S gives 128 + S."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return 128 - code if code < 0 else code
+
+
+def describe_exit(wait_status: int) -> str:
+    """'exited 3' or 'killed by SIGTERM'."""
+    if os.WIFSIGNALED(wait_status):
+        return f"killed by {signal_name(os.WTERMSIG(wait_status))}"
+    return f"exited {os.waitstatus_to_exitcode(wait_status)}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def send_signal(pid: int, sig: int) -> bool:
+    """Signal one process; False when it no longer exists."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal a whole process group; False when the group is empty."""
+    if pgid <= 1:  # killpg(0 or 1) would reach far more than one child's group
+        raise ValueError(f"refusing to signal process group {pgid}")
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_exists(pgid: int) -> bool:
+    return signal_group(pgid, 0)
+
+
+def parse_pid(text: str) -> int:
+    """The pid on the first line of a pid file (white space around it allowed; further
+    lines, as in PostgreSQL's postmaster.pid, are ignored); ValueError if there is none.
+
+    0 and negative numbers are refused: kill(0) and kill(-1) would signal whole groups.
+    """
+    stripped = text.strip().split("\n", 1)[0].strip()
+    if not (stripped.isascii() and stripped.isdigit()):
+        shown = stripped[:20] + ("..." if len(stripped) > 20 else "")
+        raise ValueError(f"no pid in it (read {shown!r})" if stripped else "it is empty")
+    pid = int(stripped)
+    if pid <= 0:
+        raise ValueError(f"pid {pid} is not a process")
+    return pid
