@@ -35,6 +35,7 @@ from util import ROOT, leaf_serial, wait_for
 from helper.devagent import DevAgentThread
 
 REQUIRE_ENV = "SPIFFE_HELPER_REQUIRE_DAEMONS"
+KEEP_ENV = "SPIFFE_HELPER_KEEP_WORKDIRS"
 APT_PACKAGES = "nginx-light postgresql mariadb-server mariadb-client"
 EXAMPLES = ROOT / "examples"
 # A rotation must be served (new connections get the new leaf) within this many seconds
@@ -123,14 +124,16 @@ def daemon_workdir(name: str) -> Iterator[Path]:
 
     pytest's base temp directory is mode 0700 and owned by root, so such a server could not
     reach anything under tmp_path; this one is a fresh 0755 directory in the system temp
-    directory, removed afterwards.
+    directory, removed afterwards (kept with SPIFFE_HELPER_KEEP_WORKDIRS=1, to read the
+    daemons' and the helper's logs in it).
     """
     path = Path(tempfile.mkdtemp(prefix=f"spiffe-helper-{name}-"))
     try:
         path.chmod(0o755)
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if os.environ.get(KEEP_ENV) != "1":
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ nginx's, and no process of the namespace may be left.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -55,18 +56,23 @@ def start_pid1(tools: dict[str, str], work: Path, agent: DevAgentThread, port: i
     files = render_example("container", work, {"WORK": str(work), "PORT": str(port),
                                                "AGENT": agent.socket_path},
                            files=("helper.hcl", "nginx.conf"))
-    return Daemon([tools["unshare"], "--pid", "--fork", "--mount-proc", "--",
+    # unshare ignores SIGTERM while it waits for its child; --kill-child makes a SIGKILL of
+    # unshare (the teardown when a test fails midway) kill PID 1, and so the namespace.
+    return Daemon([tools["unshare"], "--pid", "--fork", "--mount-proc", "--kill-child", "--",
                    sys.executable, "-m", "helper", "-config", str(files["helper.hcl"])],
-                  work / "pid1.log")
+                  work / "pid1.log", stop_signal=signal.SIGKILL)
+
+
+def pid_inside(process: psutil.Process) -> int:
+    """The process's pid in the innermost PID namespace it belongs to."""
+    status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("NSpid:")).split()[-1])
 
 
 def namespace_init(unshare: psutil.Process) -> psutil.Process:
     """The helper: the child `unshare --fork` made, PID 1 inside the new namespace."""
-    children = wait_for(unshare.children, 10, what="unshare's child")
-    (init,) = children
-    ns_pids = next(line for line in Path(f"/proc/{init.pid}/status").read_text().splitlines()
-                   if line.startswith("NSpid:")).split()[1:]
-    assert ns_pids[-1] == "1", ns_pids
+    (init,) = wait_for(unshare.children, 10, what="unshare's child")
+    assert pid_inside(init) == 1
     return init
 
 
@@ -81,7 +87,8 @@ def test_sigterm_to_pid1_stops_nginx_cleanly_exits_with_its_status_and_leaves_no
         assert served.serial_number == leaf_serial(work / "certs" / "svid.pem")
         init = namespace_init(psutil.Process(pid1.proc.pid))
         namespace = init.children(recursive=True)  # the nginx master and its workers
-        assert any(p.pid == int((work / "nginx.pid").read_text()) for p in namespace)
+        nginx_master = int((work / "nginx.pid").read_text())  # a pid inside the namespace
+        assert nginx_master in {pid_inside(p) for p in namespace}
 
         init.terminate()  # SIGTERM from outside, as `docker stop` sends it
         status = pid1.proc.wait(30)
