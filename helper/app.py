@@ -17,19 +17,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from helper import jwt_outputs, x509_outputs
 from helper._proto import workload_pb2
 from helper.backoff import workload_api_backoff
-from helper.config import Config
+from helper.config import Config, output_file_names
 from helper.config import load as load_config_file
 from helper.errors import Refused, WriteError
 from helper.identity import X509Snapshot
-from helper.render import render_x509
 from helper.signals import STOP_SIGNALS, SignalQueue
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
-from helper.tasks import run_until_first
+from helper.tasks import run_all, run_until_first
 from helper.validate import select_svid, validate_x509_response
 from helper.workload import WorkloadAPIError, WorkloadClient, watch
 from helper.writer import AtomicWriter
+from helper.x509_outputs import X509Renderer
 
 log = logging.getLogger("spiffe_helper")
 
@@ -47,12 +48,14 @@ class X509Pipeline:
         writer: AtomicWriter,
         status: Status,
         hooks: Sequence[ChangeHook] = (),
+        renderer: X509Renderer | None = None,
     ) -> None:
         self.cfg = cfg
         self.client = client
         self.writer = writer
         self.status = status
         self.hooks = list(hooks)
+        self.renderer = renderer if renderer is not None else X509Renderer(cfg)
         self.backoff = workload_api_backoff()
         self.snapshot: X509Snapshot | None = None
 
@@ -72,6 +75,10 @@ class X509Pipeline:
             return None
         return self.write(self.snapshot, rotation=False)
 
+    def set_config(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.renderer.cfg = cfg
+
     def _refused(self, exc: Refused, what: str) -> None:
         self.status.refused[exc.rule] += 1
         self.status.last_error = f"refused message: {exc}"
@@ -81,10 +88,16 @@ class X509Pipeline:
         """Render and write `snapshot`; None when it was refused or not written."""
         try:
             svid = select_svid(snapshot, self.cfg.hint)
+            files = self.renderer.render(snapshot)  # x509_svids can refuse too
         except Refused as exc:
             self._refused(exc, "X.509-SVID message" if rotation else "current X.509-SVIDs")
             return None
-        files = render_x509(snapshot, self.cfg)
+        except WriteError as exc:
+            self.status.x509_write_status = FAILED
+            self.status.write_failures += 1
+            self.status.last_error = str(exc)
+            log.error("rendering X.509-SVID files failed: %s; previous files left in place", exc)
+            return None
         try:
             changed = self.writer.write_set(files)
         except WriteError as exc:
@@ -139,13 +152,14 @@ class X509Pipeline:
 
 
 def initial_status(cfg: Config) -> Status:
-    return Status(x509_write_status=UNWRITTEN if cfg.x509_enabled else None)
+    return Status(x509_write_status=UNWRITTEN if cfg.needs_x509 else None)
 
 
 def output_directories(cfg: Config) -> set[Path]:
-    names = [cfg.svid_file_name, cfg.svid_key_file_name, cfg.svid_bundle_file_name,
-             cfg.jwt_bundle_file_name, *(j.jwt_svid_file_name for j in cfg.jwt_svids)]
-    return {cfg.output_path(n).parent for n in names if n}
+    directories = {cfg.output_path(name).parent for _, name in output_file_names(cfg)}
+    if cfg.credential_folder:
+        directories.add(cfg.output_path(cfg.credential_folder))
+    return directories
 
 
 ReadyHook = Callable[[], Awaitable[None]]
@@ -161,6 +175,11 @@ ReconfigureHook = Callable[[Config, Config], Awaitable[None]]
 ReloadHook = Callable[[str], Awaitable[None]]
 # Reads and validates the config file again, with the command line's overrides.
 ConfigLoader = Callable[[], Config]
+# Turns one kind of Workload API data into files: `run(client, once)`. With once=True it
+# returns after its first complete write (one-shot mode); with once=False it runs until
+# cancelled. Raises WorkloadAPIError for final errors. After its first complete write it
+# calls `Helper.pipeline_written(name)`.
+Pipeline = Callable[[WorkloadClient, bool], Coroutine[Any, Any, None]]
 
 
 class Helper:
@@ -180,7 +199,7 @@ class Helper:
         self.cfg = cfg  # the configuration in force; a reload replaces it
         self.status = status if status is not None else initial_status(cfg)
         self.stop = stop if stop is not None else asyncio.Event()
-        self.writer = AtomicWriter()
+        self.writer = AtomicWriter(owner=cfg.file_owner_id, group=cfg.file_group_id)
         self.write_hooks: list[ChangeHook] = []  # after every write, the first included
         self.change_hooks: list[ChangeHook] = []  # after a later write that changed files
         self.ready_hooks: list[ReadyHook] = []
@@ -198,6 +217,29 @@ class Helper:
         self.child_env: dict[str, str] = {}
         self.ready = asyncio.Event()
         self.pipeline: X509Pipeline | None = None
+        # Only the pipelines the config needs run (a JWT-only config opens no X.509 stream).
+        self.pipelines: dict[str, Pipeline] = {}
+        self._written: set[str] = set()
+        if cfg.needs_x509:
+            self.pipelines["x509"] = self._run_x509
+
+    async def pipeline_written(self, name: str) -> None:
+        """Called by a pipeline after its first complete write; once every pipeline has
+        written, the helper is ready and the ready hooks run."""
+        self._written.add(name)
+        if self.ready.is_set() or not self._written >= set(self.pipelines):
+            return
+        self.ready.set()
+        for ready_hook in self.ready_hooks:
+            await ready_hook()
+
+    async def _run_x509(self, client: WorkloadClient, once: bool) -> None:
+        if self.pipeline is None:
+            self.pipeline = X509Pipeline(self.cfg, client, self.writer, self.status,
+                                         [self._on_change])
+        else:  # re-opened on a new client after agent_address changed
+            self.pipeline.client = client
+        await self.pipeline.run(once=once)
 
     def _load_config_file(self) -> Config:
         return load_config_file(self.cfg.source)
@@ -205,8 +247,9 @@ class Helper:
     def set_config(self, cfg: Config) -> None:
         """Put `cfg` in force (a reload); the stream and the child are left alone."""
         self.cfg = cfg
+        self.writer.owner, self.writer.group = cfg.file_owner_id, cfg.file_group_id
         if self.pipeline is not None:
-            self.pipeline.cfg = cfg
+            self.pipeline.set_config(cfg)
 
     def request_reconnect(self) -> None:
         """Re-open the Workload API stream on `self.cfg.address` (agent_address changed)."""
@@ -226,12 +269,10 @@ class Helper:
     async def _on_change(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
         for write_hook in self.write_hooks:
             await write_hook(snapshot, changed)
-        if not self.ready.is_set():
-            self.ready.set()
-            for ready_hook in self.ready_hooks:
-                await ready_hook()
+        if "x509" not in self._written:
+            await self.pipeline_written("x509")
             return  # the first write starts things; there is nothing to reload yet
-        if changed:
+        if changed and self.ready.is_set():
             for hook in self.change_hooks:
                 await hook(snapshot, changed)
 
@@ -239,28 +280,28 @@ class Helper:
         """Run until done. Returns the process exit code."""
         for stale in self.writer.cleanup_stale(output_directories(self.cfg)):
             log.info("removed temp file %s left by an earlier run", stale)
-        self.pipeline = X509Pipeline(self.cfg, WorkloadClient(self.cfg.address), self.writer,
-                                     self.status, [self._on_change])
+        self.client = WorkloadClient(self.cfg.address)
         try:
             captured = STOP_SIGNALS | set(self.signal_handlers)
             with SignalQueue(captured) as signals:
                 if not self.cfg.daemon_mode:
-                    code = await _one_shot(self.cfg, self.pipeline, signals, self.stop)
+                    code = await _one_shot(self, self.client, signals)
                 else:
                     log.info("daemon mode: watching %s", self.cfg.address)
                     code = await run_until_first(
-                        self._stream_forever(self.pipeline),
+                        self._pipelines_forever(),
                         self._dispatch_signals(signals),
                         *(self._service(s) for s in self.services),
                     )
                 for shutdown in reversed(self.shutdown_hooks):
                     code = await shutdown(code)
         finally:
-            await self.pipeline.client.close()
+            await self.client.close()
         return code
 
-    async def _stream_forever(self, pipeline: X509Pipeline) -> int:
-        """The X.509 stream; re-opened on a new client when a reload changes the address."""
+    async def _pipelines_forever(self) -> int:
+        """Every pipeline on one client; all re-opened on a new client when a reload
+        changes agent_address."""
 
         async def reconnect_requested() -> int | None:
             await self._reconnect.wait()
@@ -268,12 +309,13 @@ class Helper:
 
         while True:
             self._reconnect.clear()
-            code = await run_until_first(pipeline_forever(pipeline), reconnect_requested())
+            code = await run_until_first(
+                *(pipeline_forever(run, self.client) for run in self.pipelines.values()),
+                reconnect_requested())
             if code is not None:
                 return code
-            old = pipeline.client
-            pipeline.client = WorkloadClient(self.cfg.address)
-            pipeline.status.stream_healthy = False
+            old, self.client = self.client, WorkloadClient(self.cfg.address)
+            self.status.stream_healthy = False
             log.info("agent_address changed: re-connecting from %s to %s",
                      old.address, self.cfg.address)
             await old.close()
@@ -312,6 +354,9 @@ def build(cfg: Config, *, stop: asyncio.Event | None = None,
     its flags again); by default the file `cfg.source` is read.
     """
     helper = Helper(cfg, status=status, stop=stop, load_config=load_config)
+    x509_outputs.attach(helper)
+    if cfg.needs_jwt:
+        jwt_outputs.attach(helper)
     if cfg.daemon_mode:
         # not on the one-shot path: none of these modules is imported there
         from helper import expiry, health, reconfigure, sdnotify, supervisor
@@ -340,9 +385,9 @@ async def serve(cfg: Config, *, hooks: Sequence[ChangeHook] = (),
     return await helper.run()
 
 
-async def pipeline_forever(pipeline: X509Pipeline) -> int:
+async def pipeline_forever(run: Pipeline, client: WorkloadClient) -> int:
     try:
-        await pipeline.run(once=False)
+        await run(client, False)
     except WorkloadAPIError as exc:
         log.error("workload API: %s (not retried)", exc)
         return 1
@@ -362,21 +407,25 @@ async def _until_stop(signals: SignalQueue, stop: asyncio.Event) -> int:
     return await run_until_first(on_signal(), on_event())
 
 
-async def _one_shot(cfg: Config, pipeline: X509Pipeline, signals: SignalQueue,
-                    stop: asyncio.Event) -> int:
-    async def first_write() -> int:
-        await pipeline.run(once=True)
+async def _one_shot(helper: Helper, client: WorkloadClient, signals: SignalQueue) -> int:
+    """Every pipeline writes once (concurrently), within startup_timeout for them all."""
+    cfg = helper.cfg
+
+    async def first_writes() -> int:
+        await run_all(*(run(client, True) for run in helper.pipelines.values()))
         log.info("one-shot: files written; exiting")
         return 0
 
     async def deadline() -> int:
         await asyncio.sleep(cfg.startup_timeout)
-        last = pipeline.status.last_error or "no valid X.509-SVID received"
+        missing = sorted(set(helper.pipelines) - helper._written)
+        last = helper.status.last_error or f"nothing valid received ({', '.join(missing)})"
         log.error("one-shot: gave up after %g s (startup_timeout): %s", cfg.startup_timeout, last)
         return 1
 
     try:
-        return await run_until_first(first_write(), deadline(), _until_stop(signals, stop))
+        return await run_until_first(first_writes(), deadline(),
+                                     _until_stop(signals, helper.stop))
     except WorkloadAPIError as exc:
         log.error("workload API: %s (not retried)", exc)
         return 1

@@ -24,10 +24,12 @@ one ``Key`` entry and the matching dataclass field.
 from __future__ import annotations
 
 import difflib
+import grp
 import ipaddress
 import json
 import os
 import posixpath
+import pwd
 import re
 import signal
 import sys
@@ -43,8 +45,9 @@ from hcl.parser import HclParser
 
 from helper.address import Address, parse_address
 from helper.cmdargs import split_cmd_args
-from helper.errors import AddressError
+from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
+from helper.spiffeid import parse_spiffe_id
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,6 +89,17 @@ class JWTSVIDConfig:
 
 
 @dataclass(frozen=True)
+class X509SVIDConfig:
+    """One ``x509_svids`` entry: an extra identity picked by hint or SPIFFE ID."""
+
+    svid_file_name: str
+    svid_key_file_name: str
+    svid_bundle_file_name: str
+    hint: str = ""
+    spiffe_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The resolved configuration. ``address`` is always derived from ``agent_address``."""
 
@@ -111,6 +125,14 @@ class Config:
     jwt_svid_file_mode: int = 0o600
     hint: str = ""
     omit_expired: bool = False
+    x509_svids: tuple[X509SVIDConfig, ...] = ()
+    svid_combined_file_name: str = ""
+    pkcs12_file_name: str = ""
+    pkcs12_password_file: str = ""
+    credential_folder: str = ""
+    spiffe_bundle_map_file_name: str = ""
+    file_owner: str = ""
+    file_group: str = ""
     health_checks: HealthChecks = HealthChecks()
     startup_timeout: float = 60.0
     watch_config: bool = False
@@ -135,6 +157,28 @@ class Config:
         """True when all three X.509 file names are set."""
         return bool(self.svid_file_name and self.svid_key_file_name and self.svid_bundle_file_name)
 
+    @property
+    def needs_x509(self) -> bool:
+        """True when any output is made from the X.509 stream (not only the Go trio)."""
+        return bool(self.x509_enabled or self.x509_svids or self.svid_combined_file_name
+                    or self.pkcs12_file_name or self.credential_folder
+                    or self.spiffe_bundle_map_file_name)
+
+    @property
+    def needs_jwt(self) -> bool:
+        """True when JWT-SVIDs or the JWT bundle file are configured."""
+        return bool(self.jwt_svids or self.jwt_bundle_file_name)
+
+    @property
+    def file_owner_id(self) -> int | None:
+        """The uid of ``file_owner`` (None when unset)."""
+        return resolve_user(self.file_owner) if self.file_owner else None
+
+    @property
+    def file_group_id(self) -> int | None:
+        """The gid of ``file_group`` (None when unset)."""
+        return resolve_group(self.file_group) if self.file_group else None
+
     def output_path(self, name: str) -> Path:
         """``name`` joined to ``cert_dir`` like Go's path.Join ("" means the working directory)."""
         joined = f"{self.cert_dir}/{name}" if self.cert_dir else name
@@ -145,7 +189,7 @@ class Config:
 
 Kind = Literal[
     "string", "bool", "mode", "port", "seconds", "strings", "signal", "cmd_args", "http_path",
-    "ip_address", "choice", "block", "blocks", "delay", "command", "env",
+    "ip_address", "choice", "block", "blocks", "delay", "command", "env", "user", "group",
 ]
 
 
@@ -192,6 +236,19 @@ HEALTH_CHECK_KEYS: tuple[Key, ...] = (
         '"/ready"'),
     Key("bind_address", "ip_address", "", "IP address the health server listens on; empty "
         "means every interface, as in Go.", '"127.0.0.1"'),
+)
+
+X509_SVID_KEYS: tuple[Key, ...] = (
+    Key("svid_file_name", "string", REQUIRED, "File for this identity's certificate chain.",
+        '"internal.pem"'),
+    Key("svid_key_file_name", "string", REQUIRED, "File for this identity's private key.",
+        '"internal_key.pem"'),
+    Key("svid_bundle_file_name", "string", REQUIRED, "File for this identity's trust bundle.",
+        '"internal_bundle.pem"'),
+    Key("hint", "string", "", "Pick the SVID carrying this hint (set hint or spiffe_id).",
+        '"internal"'),
+    Key("spiffe_id", "string", "", "Pick the SVID with this SPIFFE ID (set hint or spiffe_id).",
+        '"spiffe://example.org/internal"'),
 )
 
 JWT_SVID_KEYS: tuple[Key, ...] = (
@@ -241,10 +298,31 @@ CONFIG_KEYS: tuple[Key, ...] = (
     Key("jwt_bundle_file_mode", "mode", 0o600, "Mode of the JWT bundle file (octal).",
         "0600"),
     Key("jwt_svid_file_mode", "mode", 0o600, "Mode of the JWT-SVID files (octal).", "0600"),
-    Key("hint", "string", "", "Pick the X.509-SVID with this hint; empty means the first.",
-        '"internal"'),
+    Key("hint", "string", "", "Pick the SVID (X.509 and JWT) with this hint; empty means the "
+        "first.", '"internal"'),
     Key("omit_expired", "bool", False, "Leave expired certificates out of the bundle file.",
         "true"),
+    Key("x509_svids", "blocks", (), "More X.509 identities of the same workload, each "
+        "written in the Go layout to its own three files; a list of blocks.",
+        '[{hint = "internal", svid_file_name = "in.pem", svid_key_file_name = "in_key.pem", '
+        'svid_bundle_file_name = "in_bundle.pem"}]',
+        children=X509_SVID_KEYS, section=X509SVIDConfig),
+    Key("svid_combined_file_name", "string", "", "File holding the private key, the leaf and "
+        "the intermediates in one PEM (HAProxy); mode from key_file_mode.", '"haproxy.pem"'),
+    Key("pkcs12_file_name", "string", "", "PKCS#12 keystore with the key, leaf and "
+        "intermediates (alias spiffe) for Java; mode from key_file_mode.", '"keystore.p12"'),
+    Key("pkcs12_password_file", "string", "", "File whose content (one trailing newline "
+        "dropped) is the PKCS#12 password; unset: no password.", '"p12.pass"'),
+    Key("credential_folder", "string", "", "Existing folder (in cert_dir) to keep as a SPIFFE "
+        "Filesystem Delivery credential folder; exported to cmd as SPIFFE_CREDENTIAL_FOLDER.",
+        '"spiffe"'),
+    Key("spiffe_bundle_map_file_name", "string", "", "File for the SPIFFE bundle map (JSON) "
+        "that gRPC's SPIFFE mTLS support reads, own and federated trust domains.",
+        '"bundle_map.json"'),
+    Key("file_owner", "user", "", "User (name or id) that owns every output file, set on "
+        "each write.", '"postgres"'),
+    Key("file_group", "group", "", "Group (name or id) of every output file, set on each "
+        "write.", '"postgres"'),
     Key("health_checks", "block", HealthChecks(), "HTTP health endpoints, a block.",
         "health_checks { listener_enabled = true }",
         children=HEALTH_CHECK_KEYS, section=HealthChecks),
@@ -622,7 +700,52 @@ def from_mapping(
     for check in _CONFIG_CHECKS:
         check(cfg, ctx)
     check_cert_dir(cfg)
+    check_credential_folder(cfg)
+    if cfg.pkcs12_password_file:
+        read_password_file(cfg)
     return cfg
+
+
+def check_credential_folder(cfg: Config) -> None:
+    """credential_folder, if set, must be an existing directory (like cert_dir)."""
+    if not cfg.credential_folder:
+        return
+    folder = cfg.output_path(cfg.credential_folder)
+    try:
+        is_dir = folder.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot access {_shown(str(folder))}: {_one_line(str(exc))}",
+                          file=cfg.source, key="credential_folder") from None
+    if not is_dir:
+        raise ConfigError(f"not an existing directory: {_shown(str(folder))}",
+                          file=cfg.source, key="credential_folder")
+
+
+MAX_PASSWORD_BYTES = 4096
+
+
+def read_password_file(cfg: Config) -> bytes:
+    """The PKCS#12 password: the file's bytes without one trailing newline (LF or CRLF).
+
+    Raises ConfigError when the file cannot be read, is empty or too long. The password
+    itself never appears in an error.
+    """
+    where = "pkcs12_password_file"
+    try:
+        with open(cfg.pkcs12_password_file, "rb") as handle:
+            data = handle.read(MAX_PASSWORD_BYTES + 3)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read {_shown(cfg.pkcs12_password_file)}: {reason}",
+                          file=cfg.source, key=where) from None
+    password = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not password:
+        raise ConfigError("the password file is empty; unset pkcs12_password_file for a "
+                          "keystore without a password", file=cfg.source, key=where)
+    if len(password) > MAX_PASSWORD_BYTES:
+        raise ConfigError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes",
+                          file=cfg.source, key=where)
+    return password
 
 
 def check_cert_dir(cfg: Config) -> None:
@@ -965,6 +1088,54 @@ def _check_choice(value: Any, choices: Sequence[str], where: str, ctx: _Context)
     raise ctx.error(where, f"expected one of {', '.join(choices)}, got {_shown(text)}")
 
 
+def resolve_user(value: str) -> int:
+    """A user name (looked up first, as chown does) or a numeric id -> uid; KeyError if
+    neither."""
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        raise
+
+
+def resolve_group(value: str) -> int:
+    """A group name (looked up first) or a numeric id -> gid; KeyError if neither."""
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        raise
+
+
+def _check_owner(value: Any, where: str, ctx: _Context, what: str,
+                 resolve: Callable[[str], int]) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = _check_string(value, where, ctx).strip()
+    if text == "":
+        return ""
+    if text.startswith("-"):
+        raise ctx.error(where, f"{what} id must not be negative, got {_shown(text)}")
+    try:
+        ident = resolve(text)
+    except KeyError:
+        raise ctx.error(where, f"unknown {what} {_shown(text)}") from None
+    if ident >= 2**32 - 1:
+        raise ctx.error(where, f"{what} id {ident} is out of range")
+    return text
+
+
+def _check_user(value: Any, where: str, ctx: _Context) -> str:
+    return _check_owner(value, where, ctx, "user", resolve_user)
+
+
+def _check_group(value: Any, where: str, ctx: _Context) -> str:
+    return _check_owner(value, where, ctx, "group", resolve_group)
+
+
 _CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
     "string": _check_string,
     "bool": _check_bool,
@@ -979,6 +1150,8 @@ _CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
     "delay": _check_delay,
     "command": _check_command,
     "env": _check_env,
+    "user": _check_user,
+    "group": _check_group,
 }
 
 
@@ -1007,11 +1180,29 @@ def _check_x509_all_or_none(cfg: Config, ctx: _Context) -> None:
 
 
 def _check_some_output(cfg: Config, ctx: _Context) -> None:
-    if not (cfg.x509_enabled or cfg.jwt_svids or cfg.jwt_bundle_file_name):
+    if not (cfg.needs_x509 or cfg.needs_jwt):
         raise ctx.error(
             "", "no output configured: set svid_file_name, svid_key_file_name and "
-            "svid_bundle_file_name, or jwt_svids, or jwt_bundle_file_name",
+            "svid_bundle_file_name, or jwt_svids, or jwt_bundle_file_name (or another output "
+            "such as credential_folder)",
         )
+
+
+def _check_x509_svids(cfg: Config, ctx: _Context) -> None:
+    for index, entry in enumerate(cfg.x509_svids):
+        where = f"x509_svids[{index}]"
+        if bool(entry.hint) == bool(entry.spiffe_id):
+            raise ctx.error(where, "set exactly one of hint and spiffe_id")
+        if entry.spiffe_id:
+            try:
+                parse_spiffe_id(entry.spiffe_id)
+            except Refused as exc:
+                raise ctx.error(f"{where}.spiffe_id", f"not a SPIFFE ID: {exc.detail}") from None
+
+
+def _check_pkcs12(cfg: Config, ctx: _Context) -> None:
+    if cfg.pkcs12_password_file and not cfg.pkcs12_file_name:
+        raise ctx.error("pkcs12_password_file", "is set but pkcs12_file_name is not")
 
 
 def _check_distinct_outputs(cfg: Config, ctx: _Context) -> None:
@@ -1051,6 +1242,8 @@ _CONFIG_CHECKS: tuple[Callable[[Config, _Context], None], ...] = (
     _check_supervisor,
     _check_x509_all_or_none,
     _check_some_output,
+    _check_x509_svids,
+    _check_pkcs12,
     _check_distinct_outputs,
     _check_health_paths,
 )
@@ -1060,12 +1253,19 @@ def output_file_names(cfg: Config) -> list[tuple[str, str]]:
     """(key, file name) of every configured output file, in registry order."""
     names = [(key, getattr(cfg, key)) for key in _X509_KEYS if getattr(cfg, key)]
     names += [
+        (f"x509_svids[{index}].{key}", getattr(entry, key))
+        for index, entry in enumerate(cfg.x509_svids) for key in _X509_KEYS
+    ]
+    names += [
         (f"jwt_svids[{index}].jwt_svid_file_name", jwt.jwt_svid_file_name)
         for index, jwt in enumerate(cfg.jwt_svids)
     ]
-    if cfg.jwt_bundle_file_name:
-        names.append(("jwt_bundle_file_name", cfg.jwt_bundle_file_name))
+    names += [(key, getattr(cfg, key)) for key in _SINGLE_FILE_KEYS if getattr(cfg, key)]
     return names
+
+
+_SINGLE_FILE_KEYS = ("jwt_bundle_file_name", "svid_combined_file_name", "pkcs12_file_name",
+                     "spiffe_bundle_map_file_name")
 
 
 def config_warnings(cfg: Config) -> list[str]:
@@ -1096,6 +1296,10 @@ def config_warnings(cfg: Config) -> list[str]:
     if cfg.renew_action == "restart" and cfg.renew_signal and not cfg.pid_file_name:
         warnings.append('renew_signal is not sent to cmd when renew_action is "restart": '
                         "renew_signal will be ignored")
+    if cfg.pkcs12_file_name and not cfg.pkcs12_password_file:
+        warnings.append("pkcs12_file_name without pkcs12_password_file: the private key is "
+                        "not encrypted, and Java's KeyStore cannot read an unencrypted key; "
+                        "set a password for Java")
     for key in CONFIG_KEYS:
         mode = getattr(cfg, key.name) if key.kind == "mode" else 0
         if mode & 0o7000:
@@ -1223,6 +1427,8 @@ _KIND_NAMES: dict[str, str] = {
     "delay": "seconds",
     "command": "string or list of strings",
     "env": "block of strings",
+    "user": "user name or id",
+    "group": "group name or id",
 }
 
 

@@ -2,13 +2,15 @@
 
 Starts the embedded dev-agent on a temporary Unix socket, runs the real helper pipeline
 against it over that socket into a folder, makes the agent rotate the SVID, and prints
-what reached disk each time.
+what reached disk each time, plus the JWT-SVID and JWT bundle written next to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from helper import app, config, logs
 from helper.identity import X509Snapshot
+from helper.status import Status
 
 if TYPE_CHECKING:
     from helper.devagent import DevAgent
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 DEMO_ID = "spiffe://example.org/demo/workload"
 FILES = {"svid_file_name": "svid.pem", "svid_key_file_name": "svid_key.pem",
          "svid_bundle_file_name": "svid_bundle.pem"}
+JWT_AUDIENCE = "demo-audience"
+JWT_FILES = {"jwt_svid_file_name": "jwt_svid.token", "jwt_bundle_file_name": "jwt_bundle.json"}
 STEP_TIMEOUT = 15.0
 
 
@@ -40,6 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     logs.setup(args.log_level)
     return asyncio.run(run_demo(args.dir, rotations=args.rotations, ttl=args.ttl))
+
+
+def _describe_jwt(cfg: config.Config, status: Status, out: Callable[[str], None]) -> None:
+    token = cfg.output_path(JWT_FILES["jwt_svid_file_name"])
+    payload = token.read_text().split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    expiry = status.jwt_expiry[JWT_AUDIENCE]
+    bundle = cfg.output_path(JWT_FILES["jwt_bundle_file_name"])
+    out(f"JWT-SVID:   {claims['sub']} for audience {JWT_AUDIENCE!r}, expires "
+        f"{expiry.isoformat()}; verified against the JWT bundle before writing")
+    out(f"  {token}  mode {token.stat().st_mode & 0o7777:04o}  raw token")
+    out(f"  {bundle}  mode {bundle.stat().st_mode & 0o7777:04o}  JWT bundle (Go format)")
 
 
 def _describe_files(cfg: config.Config, out: Callable[[str], None]) -> None:
@@ -67,8 +84,12 @@ async def run_demo(directory: Path, *, rotations: int = 2, ttl: float = 3600.0,
 
 async def _demo_against(agent: DevAgent, directory: Path, rotations: int,
                         out: Callable[[str], None]) -> int:
-    cfg = config.from_mapping({"agent_address": agent.address, "cert_dir": str(directory),
-                               **FILES}, source="<demo>")
+    cfg = config.from_mapping({
+        "agent_address": agent.address, "cert_dir": str(directory), **FILES,
+        "jwt_bundle_file_name": JWT_FILES["jwt_bundle_file_name"],
+        "jwt_svids": [{"jwt_audience": JWT_AUDIENCE,
+                       "jwt_svid_file_name": JWT_FILES["jwt_svid_file_name"]}],
+    }, source="<demo>")
     written: asyncio.Queue[X509Snapshot] = asyncio.Queue()
 
     async def on_write(snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
@@ -76,15 +97,19 @@ async def _demo_against(agent: DevAgent, directory: Path, rotations: int,
 
     out(f"dev-agent: serving {agent.address} (trust domain {agent.trust_domain})")
     stop = asyncio.Event()
-    helper = asyncio.create_task(app.serve(cfg, hooks=[on_write], stop=stop))
+    running = app.build(cfg, stop=stop)
+    running.write_hooks.append(on_write)
+    helper = asyncio.create_task(running.run())
     try:
         snapshot = await asyncio.wait_for(written.get(), STEP_TIMEOUT)
+        await asyncio.wait_for(running.ready.wait(), STEP_TIMEOUT)  # JWT files too
         leaf = snapshot.default.leaf
         out(f"identity:   {snapshot.default.spiffe_id}")
         out(f"first SVID: serial {leaf.serial_number:x}, expires "
             f"{leaf.not_valid_after_utc.isoformat()}")
         out("files:")
         _describe_files(cfg, out)
+        _describe_jwt(cfg, running.status, out)
         svid_path = cfg.output_path(FILES["svid_file_name"])
         for n in range(1, rotations + 1):
             before, inode = leaf.serial_number, svid_path.stat().st_ino

@@ -24,3 +24,22 @@ async def run_until_first(*coros: Coroutine[Any, Any, T]) -> T:
         await asyncio.gather(*tasks, return_exceptions=True)
     first = next(t for t in tasks if t in done)
     return first.result()
+
+
+async def run_all(*coros: Coroutine[Any, Any, Any]) -> None:
+    """Run coroutines concurrently until all are done; the first to raise cancels (and
+    awaits) the others, then its exception propagates."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -36,6 +36,9 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 5000),
     ("grpc.enable_http_proxy", 0),
 )
+
+# A unary call (FetchJWTSVID) that takes longer than this failed (and is retried).
+UNARY_TIMEOUT = 30.0
 
 M = TypeVar("M")
 
@@ -81,6 +84,30 @@ class WorkloadClient:
             raise _error(exc) from None
         finally:
             call.cancel()
+
+    async def jwt_bundle_stream(self) -> AsyncIterator[workload_pb2.JWTBundlesResponse]:
+        """One FetchJWTBundles stream; ends when the server ends it cleanly."""
+        call = self._stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(),
+                                          metadata=SECURITY_HEADER)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()
+
+    async def fetch_jwt_svid(
+        self, audience: Sequence[str], spiffe_id: str = "", *, timeout: float = UNARY_TIMEOUT
+    ) -> workload_pb2.JWTSVIDResponse:
+        """One FetchJWTSVID call (unary) for `audience`; raises WorkloadAPIError."""
+        request = workload_pb2.JWTSVIDRequest(audience=list(audience), spiffe_id=spiffe_id)
+        try:
+            response: workload_pb2.JWTSVIDResponse = await self._stub.FetchJWTSVID(
+                request, metadata=SECURITY_HEADER, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        return response
 
 
 async def watch(

@@ -95,6 +95,30 @@ class AtomicWriter:
             self._sync_directories({p.parent for p in replaced})
             return replaced
 
+    def remove(self, paths: Iterable[Path]) -> list[Path]:
+        """Remove output files (an expired token); returns the paths removed.
+
+        unlink(2) never follows a symlink: a link planted at a path is removed, its target
+        is not touched. A missing file is fine; a directory is left alone and reported.
+        Raises WriteError naming the file and errno when a removal fails.
+        """
+        with self._lock:
+            removed: list[Path] = []
+            for path in paths:
+                self._cache.pop(path, None)
+                try:
+                    if stat.S_ISDIR(os.lstat(path).st_mode):
+                        raise WriteError(f"cannot remove {path}: it is a directory")
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise WriteError(f"cannot remove {path}: {describe_os_error(exc)}") from None
+                log.info("removed %s", path)
+                removed.append(path)
+            self._sync_directories({p.parent for p in removed})
+            return removed
+
     def cleanup_stale(self, directories: Iterable[Path]) -> list[Path]:
         """Remove temp files left by a killed run (regular files only); returns them."""
         removed: list[Path] = []

@@ -338,4 +338,7 @@ def test_demo_shows_two_rotations(tmp_path):
     assert "rotation 1:" in out
     assert "rotation 2:" in out
     assert "mode 0600" in out
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted(FILES)
+    assert "JWT-SVID:   spiffe://example.org/demo/workload" in out
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted(
+        [*FILES, "jwt_svid.token", "jwt_bundle.json"])

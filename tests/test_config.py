@@ -19,9 +19,11 @@ from helper.config import (
     DEFAULT_AGENT_ADDRESS,
     HEALTH_CHECK_KEYS,
     JWT_SVID_KEYS,
+    X509_SVID_KEYS,
     Config,
     HealthChecks,
     JWTSVIDConfig,
+    X509SVIDConfig,
     config_warnings,
     from_mapping,
     load,
@@ -770,6 +772,7 @@ def test_reference_table_lists_every_key() -> None:
         pytest.param(CONFIG_KEYS, Config, {"source", "address"}, id="Config"),
         pytest.param(HEALTH_CHECK_KEYS, HealthChecks, set(), id="HealthChecks"),
         pytest.param(JWT_SVID_KEYS, JWTSVIDConfig, set(), id="JWTSVIDConfig"),
+        pytest.param(X509_SVID_KEYS, X509SVIDConfig, set(), id="X509SVIDConfig"),
     ],
 )
 def test_registry_matches_dataclass_fields(keys: Any, cls: Any, skip: set[str]) -> None:
@@ -785,10 +788,21 @@ def test_registry_matches_dataclass_fields(keys: Any, cls: Any, skip: set[str]) 
             assert field.default == key.default, key.name
 
 
+# What a list entry needs besides the documented key, per list of blocks.
+BLOCK_BASES = {
+    "jwt_svids": {"jwt_audience": '"a"', "jwt_svid_file_name": '"j"'},
+    "x509_svids": {"svid_file_name": '"x.pem"', "svid_key_file_name": '"xk.pem"',
+                   "svid_bundle_file_name": '"xb.pem"', "hint": '"h"'},
+}
+# Keys whose example needs another key set.
+EXAMPLE_NEEDS = {"pkcs12_password_file": 'pkcs12_file_name = "k.p12"\n'}
+
+
 def reference_example_text(key_name: str) -> str:
     """A config using the documented example of one key (nested keys inside their block)."""
     # cmd too: renew_action and on_cmd_exit examples need it (a key repeated later wins)
-    base = X509 + 'renew_signal = "SIGHUP"\ncmd = "/usr/sbin/nginx"\n'
+    base = (X509 + 'renew_signal = "SIGHUP"\ncmd = "/usr/sbin/nginx"\n'
+            + EXAMPLE_NEEDS.get(key_name, ""))
     for key in CONFIG_KEYS:
         if key.name == key_name:
             return base + (key.example if key.kind == "block" else f"{key.name} = {key.example}")
@@ -796,14 +810,20 @@ def reference_example_text(key_name: str) -> str:
             if f"{key.name}.{child.name}" == key_name and key.kind == "block":
                 return base + f"{key.name} {{\n  {child.name} = {child.example}\n}}\n"
             if f"{key.name}[].{child.name}" == key_name:
-                return base + (f'{key.name} = [{{jwt_audience = "a", jwt_svid_file_name = "j",'
-                               f" {child.name} = {child.example}}}]\n")
+                entry = dict(BLOCK_BASES[key.name])
+                if child.name == "spiffe_id":
+                    entry.pop("hint")  # one of hint and spiffe_id
+                entry[child.name] = child.example
+                items = ", ".join(f"{name} = {value}" for name, value in entry.items())
+                return base + f"{key.name} = [{{{items}}}]\n"
     raise AssertionError(key_name)
 
 
 @pytest.mark.parametrize("name", documented_names())
 def test_reference_examples_are_valid(in_tmp: Path, name: str) -> None:
     (in_tmp / "certs").mkdir()
+    (in_tmp / "spiffe").mkdir()  # credential_folder's example
+    (in_tmp / "p12.pass").write_text("secret\n")  # pkcs12_password_file's example
     loads(reference_example_text(name) + "\n", environ={})
 
 
@@ -818,7 +838,7 @@ def config_or_error(call: Callable[[], Config]) -> Config | ConfigError:
 
 
 ALL_NAMES = [key.name for key in CONFIG_KEYS]
-CHILD_NAMES = [key.name for key in HEALTH_CHECK_KEYS + JWT_SVID_KEYS]
+CHILD_NAMES = [key.name for key in HEALTH_CHECK_KEYS + JWT_SVID_KEYS + X509_SVID_KEYS]
 
 SCALARS = (
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)

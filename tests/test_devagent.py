@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
 import select
 import signal
@@ -24,6 +25,8 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from helper._proto import workload_pb2, workload_pb2_grpc
 from helper.devagent import DevAgent, DevAgentThread, DevCA
 from helper.devagent.ca import CLOCK_SKEW
+from helper.jwks import JWTBundle, parse_jwt_bundles
+from helper.jwt import validate_jwt_svid
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = (("workload.spiffe.io", "true"),)
@@ -292,32 +295,121 @@ def test_fail_next_fails_exactly_that_many_calls(stub: Stub) -> None:
     assert agent.calls == 3
 
 
-@pytest.mark.parametrize(
-    ("method", "request_message"),
-    [
-        ("FetchJWTSVID", workload_pb2.JWTSVIDRequest(audience=["a"])),
-        ("ValidateJWTSVID", workload_pb2.ValidateJWTSVIDRequest(audience="a", svid="x")),
-    ],
-)
-def test_jwt_unary_methods_are_unimplemented(
-    stub: Stub,
-    method: str,
-    request_message: object,
-) -> None:
-    _, client = stub
-    with pytest.raises(grpc.RpcError) as failure:
-        getattr(client, method)(request_message, metadata=HEADER, timeout=CALL_TIMEOUT)
-    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+# ----- JWT-SVIDs and JWT bundles -----
 
 
-def test_jwt_bundles_stream_is_unimplemented(stub: Stub) -> None:
+def jwt_bundles_by_td(response: workload_pb2.JWTBundlesResponse) -> dict[str, JWTBundle]:
+    return parse_jwt_bundles(dict(response.bundles))
+
+
+def test_jwt_svid_per_identity_with_hints_verifies_with_the_streamed_bundle(
+        tmp_path: Path) -> None:
+    with (
+        DevAgentThread(tmp_path / "a.sock", svids=[("spiffe://example.org/db", "db")],
+                       jwt_ttl=120) as agent,
+        grpc.insecure_channel(agent.address) as channel,
+    ):
+        client = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        bundles_stream = client.FetchJWTBundles(workload_pb2.JWTBundlesRequest(),
+                                                metadata=HEADER, timeout=CALL_TIMEOUT)
+        bundles = jwt_bundles_by_td(next(bundles_stream))
+        jwks = json.loads(agent.current_jwt_bundles.bundles["spiffe://example.org"])
+        assert [k["use"] for k in jwks["keys"]] == ["jwt-svid"]
+        response = client.FetchJWTSVID(
+            workload_pb2.JWTSVIDRequest(audience=["aud1", "aud2"]), metadata=HEADER,
+            timeout=CALL_TIMEOUT)
+        assert [(s.spiffe_id, s.hint) for s in response.svids] == [
+            (agent.spiffe_id, ""), ("spiffe://example.org/db", "db")]
+        for item in response.svids:
+            svid = validate_jwt_svid(item.svid, "aud2", bundles)
+            assert svid.spiffe_id == item.spiffe_id
+            assert svid.audience == ("aud1", "aud2")
+            remaining = svid.expiry - datetime.datetime.now(datetime.timezone.utc)
+            assert 100 < remaining.total_seconds() <= 120
+        only = client.FetchJWTSVID(
+            workload_pb2.JWTSVIDRequest(audience=["a"], spiffe_id="spiffe://example.org/db"),
+            metadata=HEADER, timeout=CALL_TIMEOUT)
+        assert [s.spiffe_id for s in only.svids] == ["spiffe://example.org/db"]
+        bundles_stream.cancel()
+
+
+def test_jwt_svid_request_without_audience_is_invalid_argument(stub: Stub) -> None:
     _, client = stub
-    stream = client.FetchJWTBundles(
-        workload_pb2.JWTBundlesRequest(), metadata=HEADER, timeout=CALL_TIMEOUT
-    )
     with pytest.raises(grpc.RpcError) as failure:
+        client.FetchJWTSVID(workload_pb2.JWTSVIDRequest(), metadata=HEADER,
+                            timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_jwt_key_rotation_and_federation_are_pushed_to_the_bundle_stream(stub: Stub) -> None:
+    agent, client = stub
+    stream = client.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=HEADER,
+                                    timeout=CALL_TIMEOUT)
+    first = jwt_bundles_by_td(next(stream))
+    assert list(first) == ["example.org"]
+    old_kid = agent.ca.jwt_authority.kid
+    agent.rotate_jwt_key()
+    second = jwt_bundles_by_td(next(stream))
+    assert set(second["example.org"].keys) == {old_kid, agent.ca.jwt_authority.kid}
+    agent.set_federated(["partner.test"])
+    assert set(jwt_bundles_by_td(next(stream))) == {"example.org", "partner.test"}
+    agent.set_federated([])
+    assert set(jwt_bundles_by_td(next(stream))) == {"example.org"}
+    stream.cancel()
+
+
+def test_validate_jwt_svid_accepts_good_and_names_the_rule_for_bad(stub: Stub) -> None:
+    agent, client = stub
+    token = agent.ca.mint_jwt_svid(agent.spiffe_id, ["svc"], 60)
+    good = client.ValidateJWTSVID(workload_pb2.ValidateJWTSVIDRequest(audience="svc", svid=token),
+                                  metadata=HEADER, timeout=CALL_TIMEOUT)
+    assert good.spiffe_id == agent.spiffe_id
+    assert good.claims["sub"] == agent.spiffe_id
+    with pytest.raises(grpc.RpcError) as failure:
+        client.ValidateJWTSVID(workload_pb2.ValidateJWTSVIDRequest(audience="other", svid=token),
+                               metadata=HEADER, timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.value.details().startswith("jwt_aud:")
+
+
+def test_raw_jwt_responses_and_failures_can_be_injected(stub: Stub) -> None:
+    agent, client = stub
+    raw = workload_pb2.JWTSVIDResponse()
+    raw.svids.add(spiffe_id=agent.spiffe_id, svid="not.a.token")
+    agent.queue_jwt_svid_responses(raw)
+    request = workload_pb2.JWTSVIDRequest(audience=["a"])
+    assert client.FetchJWTSVID(request, metadata=HEADER, timeout=CALL_TIMEOUT) == raw
+    assert client.FetchJWTSVID(request, metadata=HEADER, timeout=CALL_TIMEOUT) != raw
+    agent.fail_jwt_svids(grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.RpcError) as failure:
+        client.FetchJWTSVID(request, metadata=HEADER, timeout=CALL_TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    agent.fail_jwt_svids(None)
+    assert client.FetchJWTSVID(request, metadata=HEADER, timeout=CALL_TIMEOUT).svids
+    assert agent.jwt_calls == 4
+
+
+def test_rotate_ca_without_reissue_changes_only_the_bundle(stub: Stub) -> None:
+    agent, client = stub
+    stream = open_stream(client)
+    first = next(stream)
+    agent.rotate_ca(reissue=False)
+    second = next(stream)
+    assert second.svids[0].x509_svid == first.svids[0].x509_svid
+    assert len(split_der(second.svids[0].bundle)) == 2
+    verified_chain(second.svids[0])
+    stream.cancel()
+
+
+def test_stop_ends_open_streams_with_ok(tmp_path: Path) -> None:
+    agent = DevAgentThread(tmp_path / "s.sock").__enter__()
+    with grpc.insecure_channel(agent.address) as channel:
+        stream = open_stream(workload_pb2_grpc.SpiffeWorkloadAPIStub(channel))
         next(stream)
-    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        agent.close()
+        with pytest.raises(StopIteration):
+            next(stream)
+        assert stream.code() == grpc.StatusCode.OK
 
 
 def test_end_streams_ends_with_ok(stub: Stub) -> None:
@@ -443,7 +535,8 @@ def start_cli(*args: str) -> subprocess.Popen[bytes]:
 
 def test_cli_serves_rotates_on_signals_and_stops_cleanly(tmp_path: Path) -> None:
     path = tmp_path / "cli.sock"
-    proc = start_cli("--socket", str(path), "--trust-domain", "cli.test", "--federate", "f.test")
+    proc = start_cli("--socket", str(path), "--trust-domain", "cli.test", "--federate", "f.test",
+                     "--jwt-ttl", "42")
     try:
         line = read_line(proc.stdout, time.monotonic() + CALL_TIMEOUT)
         assert line == f"dev-agent: serving unix://{path} for spiffe://cli.test/workload\n"
@@ -455,21 +548,44 @@ def test_cli_serves_rotates_on_signals_and_stops_cleanly(tmp_path: Path) -> None
             second = next(stream)
             assert serial(second) != serial(first)
             assert second.svids[0].bundle == first.svids[0].bundle
+            client = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+            jwt_stream = client.FetchJWTBundles(workload_pb2.JWTBundlesRequest(),
+                                                metadata=HEADER, timeout=CALL_TIMEOUT)
+            kids = set(jwt_bundles_by_td(next(jwt_stream))["cli.test"].keys)
+            token = client.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["a"]),
+                                        metadata=HEADER, timeout=CALL_TIMEOUT).svids[0].svid
+            bundles = jwt_bundles_by_td(agent_jwt_bundles(client))
+            expiry = validate_jwt_svid(token, "a", bundles).expiry
+            remaining = (expiry - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+            assert 30 < remaining <= 42
             proc.send_signal(signal.SIGUSR2)
             third = next(stream)
             assert len(split_der(third.svids[0].bundle)) == 2
             verified_chain(third.svids[0])
+            rotated = set(jwt_bundles_by_td(next(jwt_stream))["cli.test"].keys)
+            assert kids < rotated
+            jwt_stream.cancel()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(CALL_TIMEOUT) == 0
         assert not path.exists()
         _, stderr = proc.communicate(timeout=CALL_TIMEOUT)
         assert b"PRIVATE KEY" not in stderr
+        assert b"Traceback" not in stderr
         assert stderr.count(b"minted X.509-SVID") == 3
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(CALL_TIMEOUT)
         proc.communicate(timeout=CALL_TIMEOUT)
+
+
+def agent_jwt_bundles(client: workload_pb2_grpc.SpiffeWorkloadAPIStub,
+                      ) -> workload_pb2.JWTBundlesResponse:
+    stream = client.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=HEADER,
+                                    timeout=CALL_TIMEOUT)
+    first = next(stream)
+    stream.cancel()
+    return first
 
 
 def test_cli_exits_1_when_the_socket_cannot_be_used(tmp_path: Path) -> None:

@@ -37,3 +37,43 @@ def test_first_exception_is_raised():
 
     with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(run_until_first(forever(), boom()))
+
+
+def test_run_all_waits_for_every_coroutine():
+    from helper.tasks import run_all
+
+    done = []
+
+    async def step(n, gate):
+        await gate.wait()
+        done.append(n)
+
+    async def scenario():
+        gates = [asyncio.Event() for _ in range(3)]
+        runner = asyncio.ensure_future(run_all(*(step(n, g) for n, g in enumerate(gates))))
+        for gate in reversed(gates):
+            gate.set()
+        await runner
+
+    asyncio.run(scenario())
+    assert sorted(done) == [0, 1, 2]
+
+
+def test_run_all_raises_the_first_error_and_cancels_the_rest():
+    from helper.tasks import run_all
+
+    cancelled = []
+
+    async def forever():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def boom():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(run_all(forever(), boom()))
+    assert cancelled == [True]

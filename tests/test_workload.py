@@ -146,3 +146,35 @@ def test_watch_backs_off_on_permission_denied(tmp_path):
         return delays
 
     assert asyncio.run(asyncio.wait_for(scenario(), 20)) == [0.01, 0.02, 0.04]
+
+
+def test_jwt_calls_deliver_tokens_and_bundles_and_map_errors(tmp_path):
+    async def scenario():
+        agent = DevAgent(str(tmp_path / "a.sock"))
+        await agent.start()
+        try:
+            async with WorkloadClient(parse_address(agent.address)) as client:
+                bundles = client.jwt_bundle_stream()
+                first = await anext(bundles)
+                agent.rotate_jwt_key()
+                second = await anext(bundles)
+                await bundles.aclose()
+                response = await client.fetch_jwt_svid(["aud"])
+                agent.fail_jwt_svids(grpc.StatusCode.UNAVAILABLE)
+                with pytest.raises(WorkloadAPIError) as transient:
+                    await client.fetch_jwt_svid(["aud"])
+                agent.fail_jwt_svids(None)
+                with pytest.raises(WorkloadAPIError) as final:
+                    await client.fetch_jwt_svid([])  # no audience: INVALID_ARGUMENT
+        finally:
+            await agent.stop()
+        return first, second, response, transient.value, final.value
+
+    first, second, response, transient, final = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert list(first.bundles) == ["spiffe://example.org"]
+    assert second.bundles != first.bundles
+    assert response.svids[0].spiffe_id == "spiffe://example.org/workload"
+    assert not transient.final
+    assert transient.code == grpc.StatusCode.UNAVAILABLE
+    assert final.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert final.final

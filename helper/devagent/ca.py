@@ -1,4 +1,4 @@
-"""A development certificate authority that mints SPIFFE X.509-SVIDs.
+"""A development certificate authority that mints SPIFFE X.509-SVIDs and JWT-SVIDs.
 
 Pure crypto, no I/O. Every key is EC P-256, so minting takes about a millisecond.
 """
@@ -6,6 +6,7 @@ Pure crypto, no I/O. Every key is EC P-256, so minting takes about a millisecond
 from __future__ import annotations
 
 import datetime
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from helper.devagent.jws import sign_jws
+from helper.jwks import jwk
+
+JWT_SVID_USE = "jwt-svid"
 CLOCK_SKEW = datetime.timedelta(seconds=30)
 """Certificates start this long before "now", so a verifier whose clock lags accepts them."""
 
@@ -58,11 +63,21 @@ class _Authority:
     cert: x509.Certificate
 
 
+@dataclass(frozen=True)
+class JWTAuthority:
+    """A JWT signing key (EC P-256, ES256) and its key ID."""
+
+    kid: str
+    key: ec.EllipticCurvePrivateKey = field(repr=False)
+
+
 class DevCA:
-    """A self-signed root for one trust domain, optionally with an intermediate CA.
+    """A self-signed root for one trust domain, optionally with an intermediate CA, and a
+    JWT signing key.
 
     `rotate_ca()` replaces the signing root (and intermediate); the previous root stays in
     `bundle` so that SVIDs issued before the rotation keep verifying during the overlap.
+    `rotate_jwt_key()` does the same for the JWT signing key and the JWKS.
     """
 
     def __init__(
@@ -78,6 +93,7 @@ class DevCA:
         self.generation = 0
         self._previous_root: x509.Certificate | None = None
         self._root, self._intermediate = self._new_authorities()
+        self._jwt_authorities = [_new_jwt_authority()]
 
     @property
     def id(self) -> str:
@@ -108,6 +124,38 @@ class DevCA:
         """Replace the signing root (and intermediate); keep the old root in the bundle."""
         self._previous_root = self._root.cert
         self._root, self._intermediate = self._new_authorities()
+
+    @property
+    def jwt_authority(self) -> JWTAuthority:
+        """The key that signs new JWT-SVIDs."""
+        return self._jwt_authorities[-1]
+
+    def rotate_jwt_key(self) -> None:
+        """A new JWT signing key; the previous one stays in the JWKS for the overlap."""
+        self._jwt_authorities = [self._jwt_authorities[-1], _new_jwt_authority()]
+
+    def jwks(self) -> bytes:
+        """The JWT bundle: a JWKS with every JWT authority, ``use`` jwt-svid."""
+        keys = [jwk(a.key.public_key(), kid=a.kid, use=JWT_SVID_USE)
+                for a in self._jwt_authorities]
+        return json.dumps({"keys": keys}).encode()
+
+    def mint_jwt_svid(
+        self,
+        spiffe_id: str,
+        audience: Sequence[str],
+        ttl: float,
+        *,
+        now: datetime.datetime | None = None,
+    ) -> str:
+        """A JWT-SVID (ES256, with kid and typ JWT) for `spiffe_id` and `audience`, expiring
+        `ttl` seconds from `now` (a negative ttl gives an expired token, for tests)."""
+        moment = (now or _utcnow()).timestamp()
+        authority = self.jwt_authority
+        header = {"alg": "ES256", "kid": authority.kid, "typ": "JWT"}
+        claims = {"sub": spiffe_id, "aud": list(audience), "exp": int(moment + ttl),
+                  "iat": int(moment)}
+        return sign_jws(header, claims, authority.key)
 
     def mint_svid(
         self,
@@ -194,6 +242,10 @@ class DevCA:
             builder = builder.add_extension(_authority_key_id(issuer.cert), critical=False)
         cert = builder.sign(issuer.key if issuer else key, hashes.SHA256())
         return _Authority(key=key, cert=cert)
+
+
+def _new_jwt_authority() -> JWTAuthority:
+    return JWTAuthority(kid=secrets.token_urlsafe(16), key=ec.generate_private_key(ec.SECP256R1()))
 
 
 def _utcnow() -> datetime.datetime:

@@ -1,7 +1,8 @@
 """`spiffe-helper dev-agent`: run the development Workload API server.
 
 Prints one readiness line on stdout once listening. SIGUSR1 rotates the SVIDs, SIGUSR2
-rotates the CA (then the SVIDs), SIGTERM and SIGINT stop it (exit 0).
+rotates the CA and the JWT signing key (then the SVIDs), SIGTERM and SIGINT stop it
+(exit 0).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from helper.devagent.server import DevAgent
+from helper.devagent.server import DEFAULT_JWT_TTL, DevAgent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3600.0,
         metavar="SECONDS",
         help="lifetime of minted SVIDs (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--jwt-ttl",
+        type=_positive_float,
+        default=DEFAULT_JWT_TTL,
+        metavar="SECONDS",
+        help="lifetime of minted JWT-SVIDs (default: %(default)g)",
     )
     parser.add_argument(
         "--rotate-every",
@@ -104,6 +112,7 @@ def _agent_from_args(args: argparse.Namespace) -> DevAgent:
         federate=args.federate,
         intermediate=args.intermediate,
         dns_names=args.dns_name,
+        jwt_ttl=args.jwt_ttl,
     )
 
 
@@ -129,7 +138,7 @@ async def _serve(agent: DevAgent) -> int:
     finally:
         for signum in handlers:
             loop.remove_signal_handler(signum)
-        await agent.stop(grace=0)
+        await agent.stop()
     return 0
 
 

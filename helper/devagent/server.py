@@ -9,14 +9,16 @@ thread-safe, bounded synchronous control methods for tests.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -26,13 +28,20 @@ import grpc.aio
 
 from helper._proto import workload_pb2, workload_pb2_grpc
 from helper.devagent.ca import DevCA, MintedSVID
+from helper.errors import Refused
+from helper.jwks import parse_jwt_bundles
+from helper.jwt import validate_jwt_svid
 
 logger = logging.getLogger("helper.devagent")
 
 SECURITY_HEADER = "workload.spiffe.io"
 SECURITY_HEADER_MISSING = "security header missing from request"
-JWT_NOT_IMPLEMENTED = "JWT-SVIDs are not implemented by the dev agent yet"
+STOPPING = "dev-agent is stopping"
 MAX_UNIX_PATH_BYTES = 107
+STOP_WAIT = 2.0  # seconds stop() waits for open calls to finish before the server stops
+STOP_GRACE = 1.0
+
+DEFAULT_JWT_TTL = 300.0
 
 M = TypeVar("M")
 T = TypeVar("T")
@@ -100,9 +109,11 @@ class _Feed(Generic[M]):
 
 
 class DevAgent:
-    """A Workload API server on a unix socket that mints SVIDs from a `DevCA`.
+    """A Workload API server on a unix socket that mints X.509-SVIDs and JWT-SVIDs from a
+    `DevCA`.
 
-    Control methods (`rotate`, `rotate_ca`, `push`, `set_federated`, `end_streams`,
+    Control methods (`rotate`, `rotate_ca`, `rotate_jwt_key`, `push`, `push_jwt_bundles`,
+    `queue_jwt_svid_responses`, `fail_jwt_svids`, `set_federated`, `end_streams`,
     `fail_next`) are plain methods to be called on the agent's event loop; each publishes
     at once and returns. Publishing twice before a stream has written the first message
     sends that stream only the latest (every message is a complete snapshot);
@@ -122,8 +133,10 @@ class DevAgent:
         federate: Iterable[str] = (),
         intermediate: bool = False,
         dns_names: Sequence[str] = (),
+        jwt_ttl: float = DEFAULT_JWT_TTL,
     ) -> None:
         self.socket_path = os.path.abspath(os.fspath(socket_path))
+        self.jwt_ttl = jwt_ttl
         self.trust_domain = trust_domain
         self.spiffe_id = spiffe_id or f"spiffe://{trust_domain}/workload"
         self.ttl = ttl
@@ -135,8 +148,16 @@ class DevAgent:
         self._svids = self._mint_all()
         self._x509 = _Feed(self._x509_response())
         self._bundles = _Feed(self._bundles_response())
+        self._jwt_bundles = _Feed(self._jwt_bundles_response())
         self.calls = 0
         self.bundle_calls = 0
+        self.jwt_calls = 0
+        self.jwt_bundle_calls = 0
+        self._jwt_responses: collections.deque[workload_pb2.JWTSVIDResponse] = (
+            collections.deque())
+        self._jwt_failure: tuple[grpc.StatusCode, str] | None = None
+        self._active_calls = 0
+        self._stopping = False
         self.push_times: list[PushTime] = []
         self._fail_remaining = 0
         self._fail_status: tuple[grpc.StatusCode, str] = (grpc.StatusCode.UNKNOWN, "")
@@ -158,9 +179,18 @@ class DevAgent:
         return self._bundles.current
 
     @property
+    def current_jwt_bundles(self) -> workload_pb2.JWTBundlesResponse:
+        return self._jwt_bundles.current
+
+    @property
     def svids(self) -> tuple[MintedSVID, ...]:
         """The SVIDs minted last, default first."""
         return self._svids
+
+    @property
+    def identities(self) -> list[tuple[str, str]]:
+        """(SPIFFE ID, hint) of every SVID, default first."""
+        return list(self._identities)
 
     @property
     def push_count(self) -> int:
@@ -191,14 +221,25 @@ class DevAgent:
         self._log_minted()
         self._schedule_rotation()
 
-    async def stop(self, grace: float | None = 0) -> None:
-        """Stop serving (open calls are cancelled after `grace` seconds)."""
+    async def stop(self, grace: float | None = STOP_GRACE) -> None:
+        """Stop serving, cleanly: open streams are ended with status OK, new calls are
+        refused with UNAVAILABLE, and open calls get up to `STOP_WAIT` seconds to finish
+        before the server stops; calls still open `grace` seconds later are cancelled
+        (grace 0 or None cancels at once, which makes gRPC send every client a GOAWAY
+        "Cancelling all calls"). Ending calls ourselves, rather than having gRPC cancel
+        them, keeps CancelledError tracebacks and GOAWAY logs out of the output."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._server is not None:
+            self._stopping = True
+            self.end_streams()
+            with contextlib.suppress(TimeoutError):
+                await self._wait_until(lambda: self._active_calls == 0, STOP_WAIT,
+                                       "calls to finish")
             await self._server.stop(grace)
             self._server = None
+            await _grpc_call_tasks_done(STOP_WAIT)
         _remove_stale_socket(Path(self.socket_path))
 
     # ----- control -----
@@ -209,11 +250,36 @@ class DevAgent:
         self._log_minted()
         return self._publish_state()
 
-    def rotate_ca(self) -> workload_pb2.X509SVIDResponse:
-        """Rotate the own trust domain's CA (old root stays in the bundle), then rotate."""
+    def rotate_ca(self, *, reissue: bool = True) -> workload_pb2.X509SVIDResponse:
+        """Rotate the own trust domain's CA (old root stays in the bundle) and its JWT key,
+        then mint new SVIDs (`reissue`) or push the old ones with the new bundle only."""
         self.ca.rotate_ca()
-        logger.info("rotated CA of %s", self.trust_domain)
-        return self.rotate()
+        self.ca.rotate_jwt_key()
+        logger.info("rotated CA and JWT key of %s", self.trust_domain)
+        if reissue:
+            return self.rotate()
+        self._svids = tuple(dataclasses.replace(s, bundle=self.ca.bundle) for s in self._svids)
+        return self._publish_state()
+
+    def rotate_jwt_key(self) -> workload_pb2.JWTBundlesResponse:
+        """A new JWT signing key (the old one stays in the JWKS); pushes the JWT bundles."""
+        self.ca.rotate_jwt_key()
+        logger.info("rotated JWT key of %s", self.trust_domain)
+        self._publish_state()
+        return self._jwt_bundles.current
+
+    def push_jwt_bundles(self, response: workload_pb2.JWTBundlesResponse) -> None:
+        """Push a raw JWTBundlesResponse to every open FetchJWTBundles stream."""
+        self._jwt_bundles.publish(response)
+
+    def queue_jwt_svid_responses(self, *responses: workload_pb2.JWTSVIDResponse) -> None:
+        """Answer the next FetchJWTSVID calls with these raw responses, one each."""
+        self._jwt_responses.extend(responses)
+
+    def fail_jwt_svids(self, code: grpc.StatusCode | None, details: str = "") -> None:
+        """Answer every FetchJWTSVID call with `code` until called again with None."""
+        self._jwt_failure = None if code is None else (
+            code, details or f"dev-agent: injected {code.name}")
 
     def push(self, response: workload_pb2.X509SVIDResponse) -> None:
         """Push a raw message to every open X.509 stream; new streams get it first too."""
@@ -234,6 +300,7 @@ class DevAgent:
         """End every open stream with status OK."""
         self._x509.end_all()
         self._bundles.end_all()
+        self._jwt_bundles.end_all()
         self._changed.set()
 
     async def wait_streams(self, n: int, timeout: float) -> None:
@@ -244,7 +311,8 @@ class DevAgent:
         """Wait until every open stream has written the current message and every ended
         stream has finished."""
         await self._wait_until(
-            lambda: self._x509.settled() and self._bundles.settled(),
+            lambda: self._x509.settled() and self._bundles.settled()
+            and self._jwt_bundles.settled(),
             timeout,
             "streams to send the current message",
         )
@@ -277,12 +345,21 @@ class DevAgent:
             response.bundles[ca.id] = ca.bundle_der()
         return response
 
+    def _jwt_bundles_response(self) -> workload_pb2.JWTBundlesResponse:
+        response = workload_pb2.JWTBundlesResponse()
+        for ca in (self.ca, *self.federated_cas.values()):
+            response.bundles[ca.id] = ca.jwks()
+        return response
+
     def _publish_state(self) -> workload_pb2.X509SVIDResponse:
         response = self._x509_response()
         self.push(response)
         bundles = self._bundles_response()
         if bundles != self._bundles.current:
             self._bundles.publish(bundles)
+        jwt_bundles = self._jwt_bundles_response()
+        if jwt_bundles != self._jwt_bundles.current:
+            self._jwt_bundles.publish(jwt_bundles)
         return response
 
     def _record_push(self) -> None:
@@ -317,8 +394,20 @@ class DevAgent:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
+    @contextlib.asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        """Count an open call (stop() waits for them to finish)."""
+        self._active_calls += 1
+        try:
+            yield
+        finally:
+            self._active_calls -= 1
+            self._changed.set()
+
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Refuse a call without the security header, or one due to fail on purpose."""
+        if self._stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)
         metadata = dict(context.invocation_metadata() or ())
         if metadata.get(SECURITY_HEADER) != "true":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, SECURITY_HEADER_MISSING)
@@ -342,18 +431,69 @@ class DevAgent:
             self._changed.set()
 
     async def fetch_x509_svid(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        self.calls += 1
-        await self._admit(context)
-        await self._stream(self._x509, context)
+        async with self._call():
+            self.calls += 1
+            await self._admit(context)
+            await self._stream(self._x509, context)
 
     async def fetch_x509_bundles(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        self.bundle_calls += 1
-        await self._admit(context)
-        await self._stream(self._bundles, context)
+        async with self._call():
+            self.bundle_calls += 1
+            await self._admit(context)
+            await self._stream(self._bundles, context)
 
-    async def not_implemented(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await self._admit(context)
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, JWT_NOT_IMPLEMENTED)
+    async def fetch_jwt_bundles(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async with self._call():
+            self.jwt_bundle_calls += 1
+            await self._admit(context)
+            await self._stream(self._jwt_bundles, context)
+
+    async def fetch_jwt_svid(
+        self, request: workload_pb2.JWTSVIDRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> workload_pb2.JWTSVIDResponse:
+        """A JWT-SVID per identity (or for the requested one), like SPIRE's agent."""
+        async with self._call():
+            self.jwt_calls += 1
+            await self._admit(context)
+            if self._jwt_failure is not None:
+                await context.abort(*self._jwt_failure)
+            if not request.audience:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "audience must be specified")
+            if self._jwt_responses:
+                return self._jwt_responses.popleft()
+            identities = [(spiffe_id, hint) for spiffe_id, hint in self._identities
+                          if not request.spiffe_id or spiffe_id == request.spiffe_id]
+            if not identities:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no identity issued")
+            response = workload_pb2.JWTSVIDResponse()
+            for spiffe_id, hint in identities:
+                token = self.ca.mint_jwt_svid(spiffe_id, list(request.audience), self.jwt_ttl)
+                response.svids.add(spiffe_id=spiffe_id, svid=token, hint=hint)
+            logger.info("minted %d JWT-SVID(s) for audience %s, expiring in %g s",
+                        len(identities), ",".join(request.audience), self.jwt_ttl)
+            return response
+
+    async def validate_jwt_svid(
+        self,
+        request: workload_pb2.ValidateJWTSVIDRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> workload_pb2.ValidateJWTSVIDResponse:
+        """Validate a JWT-SVID against the agent's current JWT bundles (helper.jwt rules)."""
+        async with self._call():
+            await self._admit(context)
+            if not request.audience or not request.svid:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "audience and svid must be specified")
+            try:
+                bundles = parse_jwt_bundles(dict(self._jwt_bundles.current.bundles))
+                svid = validate_jwt_svid(request.svid, request.audience, bundles)
+            except Refused as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                raise  # unreachable: abort raises
+            response = workload_pb2.ValidateJWTSVIDResponse(spiffe_id=svid.spiffe_id)
+            response.claims.update(dict(svid.claims))
+            return response
 
 
 class _Servicer(workload_pb2_grpc.SpiffeWorkloadAPIServicer):  # type: ignore[misc]
@@ -376,22 +516,37 @@ class _Servicer(workload_pb2_grpc.SpiffeWorkloadAPIServicer):  # type: ignore[mi
 
     async def FetchJWTSVID(
         self, request: workload_pb2.JWTSVIDRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        await self._agent.not_implemented(context)
+    ) -> workload_pb2.JWTSVIDResponse:
+        return await self._agent.fetch_jwt_svid(request, context)
 
     async def FetchJWTBundles(
         self,
         request: workload_pb2.JWTBundlesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
-        await self._agent.not_implemented(context)
+        await self._agent.fetch_jwt_bundles(context)
 
     async def ValidateJWTSVID(
         self,
         request: workload_pb2.ValidateJWTSVIDRequest,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> None:
-        await self._agent.not_implemented(context)
+    ) -> workload_pb2.ValidateJWTSVIDResponse:
+        return await self._agent.validate_jwt_svid(request, context)
+
+
+async def _grpc_call_tasks_done(timeout: float) -> None:
+    """Wait (bounded) for grpc.aio's per-call bookkeeping tasks to finish.
+
+    grpc.aio runs each call in a task (`_schedule_rpc_coro`) that outlives the handler
+    until the call is closed. If the loop ends while one is pending, asyncio cancels it and
+    grpc prints a bare CancelledError traceback. After the server has stopped these end
+    within a few loop iterations; waiting for them here keeps the shutdown quiet.
+    """
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()
+               and getattr(t.get_coro(), "__name__", "") == "_schedule_rpc_coro"]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
 
 
 def _remove_stale_socket(path: Path) -> None:
@@ -426,6 +581,7 @@ class DevAgentThread:
         federate: Iterable[str] = (),
         intermediate: bool = False,
         dns_names: Sequence[str] = (),
+        jwt_ttl: float = DEFAULT_JWT_TTL,
         start_timeout: float = 10.0,
         call_timeout: float = 10.0,
     ) -> None:
@@ -440,6 +596,7 @@ class DevAgentThread:
             federate=federate,
             intermediate=intermediate,
             dns_names=dns_names,
+            jwt_ttl=jwt_ttl,
         )
         self.start_timeout = start_timeout
         self.call_timeout = call_timeout
@@ -500,8 +657,28 @@ class DevAgentThread:
     def rotate(self) -> workload_pb2.X509SVIDResponse:
         return self._publish(self.agent.rotate)
 
-    def rotate_ca(self) -> workload_pb2.X509SVIDResponse:
-        return self._publish(self.agent.rotate_ca)
+    def rotate_ca(self, *, reissue: bool = True) -> workload_pb2.X509SVIDResponse:
+        return self._publish(lambda: self.agent.rotate_ca(reissue=reissue))
+
+    def rotate_jwt_key(self) -> workload_pb2.JWTBundlesResponse:
+        return self._publish(self.agent.rotate_jwt_key)
+
+    def push_jwt_bundles(self, response: workload_pb2.JWTBundlesResponse) -> None:
+        self._publish(lambda: self.agent.push_jwt_bundles(response))
+
+    def queue_jwt_svid_responses(self, *responses: workload_pb2.JWTSVIDResponse) -> None:
+        self._read(lambda: self.agent.queue_jwt_svid_responses(*responses))
+
+    def fail_jwt_svids(self, code: grpc.StatusCode | None, details: str = "") -> None:
+        self._read(lambda: self.agent.fail_jwt_svids(code, details))
+
+    @property
+    def current_jwt_bundles(self) -> workload_pb2.JWTBundlesResponse:
+        return self._read(lambda: self.agent.current_jwt_bundles)
+
+    @property
+    def jwt_calls(self) -> int:
+        return self._read(lambda: self.agent.jwt_calls)
 
     def push(self, response: workload_pb2.X509SVIDResponse) -> None:
         self._publish(lambda: self.agent.push(response))
@@ -577,7 +754,7 @@ class DevAgentThread:
         try:
             await self._stop.wait()
         finally:
-            await self.agent.stop(grace=0)
+            await self.agent.stop()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop | None:
         if self._thread is None or not self._thread.is_alive() or self._loop is None:
