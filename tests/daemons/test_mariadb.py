@@ -145,5 +145,6 @@ def test_mariadb_serves_each_rotation_within_5s_and_an_open_session_keeps_workin
         session.close()
 
     assert len({r.serial for r in rotations}) == len(ROTATIONS)
+    print("served after (s):", *(f"{r.kind} {r.seconds:.2f}" for r in rotations))  # -rP shows it
     assert all(r.seconds < SERVED_WITHIN for r in rotations), rotations
     assert rotations[-1].served.issuer == stack.agent.ca.root.subject

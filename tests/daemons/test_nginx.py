@@ -118,6 +118,7 @@ def test_nginx_serves_each_rotation_within_5s_while_a_download_in_flight_continu
     download.close()
 
     assert len({r.serial for r in rotations}) == len(ROTATIONS)
+    print("served after (s):", *(f"{r.kind} {r.seconds:.2f}" for r in rotations))  # -rP shows it
     assert all(r.seconds < SERVED_WITHIN for r in rotations), rotations
     # After the CA rotation the served leaf chains to the new root, which the bundle on
     # disk holds next to the previous one.

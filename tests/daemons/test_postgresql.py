@@ -202,6 +202,7 @@ def test_postgres_serves_each_rotation_within_5s_and_an_open_session_keeps_worki
         session.close()
 
     assert len({r.serial for r in rotations}) == len(ROTATIONS)
+    print("served after (s):", *(f"{r.kind} {r.seconds:.2f}" for r in rotations))  # -rP shows it
     assert all(r.seconds < SERVED_WITHIN for r in rotations), rotations
     assert rotations[-1].served.issuer == stack.agent.ca.root.subject
     # The reload re-read ssl_ca_file too: a client SVID from the NEW CA is accepted.
