@@ -148,13 +148,15 @@ def free_port() -> int:
 class Daemon:
     """A server process under test, its output in a log file; stopped and reaped on exit."""
 
-    def __init__(self, argv: list[str], log: Path, *, stop_signal: int = signal.SIGTERM,
-                 **popen: object) -> None:
+    def __init__(self, argv: list[str], log: Path, *,
+                 stop_signal: int = signal.SIGTERM) -> None:
         self.log_path = log
         self.stop_signal = stop_signal
         self._log = open(log, "wb")  # noqa: SIM115
+        # No user=/group= here: with those, subprocess forks this threaded (gRPC) process
+        # and runs setuid code in the child, which can crash; use setpriv in argv instead.
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
+                                     stdin=subprocess.DEVNULL)
 
     def __enter__(self) -> Daemon:
         return self
