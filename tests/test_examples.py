@@ -1,0 +1,148 @@
+"""The examples under examples/ are consistent with their READMEs and valid for the helper.
+
+The daemon examples are run for real by tests/daemons/; here, without any daemon: every
+placeholder of an example's files is filled by the `sed` line of its README (or
+Dockerfile), every helper config in them loads, and the Kubernetes manifest parses as YAML
+and wires the sidecar, the CSI driver socket and the shared volumes together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helper import config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+SED_SUBSTITUTION = re.compile(r"s\|@([A-Z][A-Z0-9_]*)@\|")
+RENDERED = ("nginx", "postgresql", "mariadb", "container")
+HELPER_CONFIGS = {
+    "nginx": ("helper.hcl",),
+    "postgresql": ("helper.toml", "client-helper.hcl"),
+    "mariadb": ("helper.toml",),
+    "container": ("helper.hcl",),
+}
+SAMPLE = {"WORK": "/tmp/spiffe-example", "PORT": "8443",
+          "AGENT": "/tmp/spiffe-example/agent.sock"}
+
+
+def _files(name: str) -> list[Path]:
+    return [p for p in (EXAMPLES / name).iterdir()
+            if p.is_file() and p.name not in ("README.md", "Dockerfile")]
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_the_readme_sed_line_fills_every_placeholder_of_the_example(name):
+    used = set()
+    for path in _files(name):
+        used |= set(PLACEHOLDER.findall(path.read_text()))
+    assert used, name
+    instructions = (EXAMPLES / name / "README.md").read_text()
+    if name == "container":
+        instructions += (EXAMPLES / name / "Dockerfile").read_text()
+    lines = re.findall(r"\bsed (?:-i )?-e [^\n]*", instructions)
+    assert lines, f"{name}: no sed line"
+    for line in lines:
+        filled = set(SED_SUBSTITUTION.findall(line))
+        assert used <= filled, f"{name}: {line!r} leaves {used - filled}"
+
+
+def load_elsewhere(text: str, source: str, syntax: str, cert_dir: Path) -> config.Config:
+    """Validate a config as the helper does, but with its cert_dir (which must exist) moved
+    to an existing directory; the returned Config has the original cert_dir."""
+    data = (config.parse_toml if syntax == "toml" else config.parse_hcl)(text, source=source)
+    original = data["cert_dir"]
+    data["cert_dir"] = str(cert_dir)
+    cfg = config.from_mapping(data, source=source, mode_strings=syntax == "toml")
+    return dataclasses.replace(cfg, cert_dir=original)
+
+
+@pytest.mark.parametrize(("name", "file"),
+                         [(n, f) for n, files in HELPER_CONFIGS.items() for f in files])
+def test_every_example_helper_config_is_valid(name, file, tmp_path):
+    text = PLACEHOLDER.sub(lambda m: SAMPLE[m.group(1)], (EXAMPLES / name / file).read_text())
+    syntax = "toml" if file.endswith(".toml") else "hcl"
+    cfg = load_elsewhere(text, f"examples/{name}/{file}", syntax, tmp_path)
+    assert cfg.x509_enabled
+    assert cfg.cert_dir.startswith(SAMPLE["WORK"] + "/")
+
+
+def test_examples_use_hcl_and_toml():
+    suffixes = {Path(f).suffix for files in HELPER_CONFIGS.values() for f in files}
+    assert {".hcl", ".toml"} <= suffixes
+
+
+# --- Kubernetes ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    docs = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "pod.yaml").read_text()))
+    by_kind = {doc["kind"]: doc for doc in docs}
+    assert set(by_kind) == {"ConfigMap", "Pod"}
+    return by_kind
+
+
+def _mounts(container) -> dict[str, dict]:
+    return {m["name"]: m for m in container.get("volumeMounts", [])}
+
+
+def test_kubernetes_helper_is_a_native_sidecar_on_the_csi_socket(manifest, tmp_path):
+    pod = manifest["Pod"]["spec"]
+    (sidecar,) = [c for c in pod["initContainers"] if c["name"] == "spiffe-helper"]
+    assert sidecar["restartPolicy"] == "Always"  # what makes an init container a sidecar
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    csi = [name for name, v in volumes.items() if "csi" in v]
+    assert len(csi) == 1
+    assert volumes[csi[0]]["csi"] == {"driver": "csi.spiffe.io", "readOnly": True}
+    socket_mount = _mounts(sidecar)[csi[0]]
+    assert socket_mount["readOnly"] is True
+
+    data = manifest["ConfigMap"]["data"]
+    cfg = load_elsewhere(data["helper.conf"], "pod.yaml helper.conf", "hcl", tmp_path)
+    assert cfg.daemon_mode
+    assert posixpath.dirname(cfg.address.path) == socket_mount["mountPath"]
+    config_mount = _mounts(sidecar)["config"]
+    assert sidecar["command"][-1] == config_mount["mountPath"]
+    assert config_mount["subPath"] == "helper.conf"
+    # The startup probe is the helper's readiness endpoint: nginx starts after the write.
+    probe = sidecar["startupProbe"]["httpGet"]
+    assert cfg.health_checks.listener_enabled
+    assert (probe["path"], probe["port"]) == (cfg.health_checks.readiness_path,
+                                              cfg.health_checks.bind_port)
+
+
+def test_kubernetes_certs_emptydir_is_shared_with_nginx_at_the_paths_it_reads(manifest,
+                                                                             tmp_path):
+    pod = manifest["Pod"]["spec"]
+    (sidecar,) = pod["initContainers"]
+    (app,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    data = manifest["ConfigMap"]["data"]
+    cfg = load_elsewhere(data["helper.conf"], "pod.yaml helper.conf", "hcl", tmp_path)
+
+    certs = [name for name, m in _mounts(sidecar).items() if m["mountPath"] == cfg.cert_dir]
+    assert len(certs) == 1
+    assert "emptyDir" in volumes[certs[0]]
+    app_certs = _mounts(app)[certs[0]]
+    assert app_certs["readOnly"] is True
+    nginx_conf = data["nginx.conf"]
+    for name in (cfg.svid_file_name, cfg.svid_key_file_name):
+        assert f"{app_certs['mountPath']}/{name};" in nginx_conf
+
+    # Signalling nginx in the other container: one process namespace, and nginx's pid file
+    # on a volume both containers mount at the same path.
+    assert pod["shareProcessNamespace"] is True
+    assert cfg.renew_signal == "SIGHUP"
+    pid_dir = posixpath.dirname(cfg.pid_file_name)
+    shared = [n for n, m in _mounts(sidecar).items() if m["mountPath"] == pid_dir]
+    assert len(shared) == 1
+    assert _mounts(app)[shared[0]]["mountPath"] == pid_dir
+    assert f"pid {cfg.pid_file_name};" in nginx_conf
