@@ -12,7 +12,8 @@ from pathlib import Path
 
 import grpc
 import psutil
-from conftest import (
+from cryptography import x509
+from relutil import (
     RETRYING,
     AgentProcess,
     consistent_serial,
@@ -27,7 +28,6 @@ from conftest import (
     temps,
     write_conf,
 )
-from cryptography import x509
 from util import HelperProcess, wait_for
 
 from helper.address import parse_address

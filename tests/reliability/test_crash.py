@@ -16,7 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import (
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from relutil import (
     FILES,
     KEY,
     consistent_serial,
@@ -25,8 +27,6 @@ from conftest import (
     temps,
     write_conf,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from util import HelperProcess, wait_for
 
 from helper.devagent import DevAgentThread

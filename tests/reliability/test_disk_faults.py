@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import (
+from relutil import (
     consistent_serial,
     disk_state,
     free_port,

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import (
+from relutil import (
     FILES,
     KEY,
     consistent_serial,

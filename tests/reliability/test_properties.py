@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pki
-from conftest import assert_no_secret
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from relutil import assert_no_secret
 
 from helper import cli, validate
 from helper._proto import workload_pb2

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pki
-from conftest import (
+from relutil import (
     consistent_serial,
     disk_state,
     first_write,

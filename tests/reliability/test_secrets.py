@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pki
 import pytest
-from conftest import (
+from cryptography.hazmat.primitives import serialization
+from relutil import (
     RECORDER,
     assert_no_secret,
     cmd_lines,
@@ -24,7 +25,6 @@ from conftest import (
     serial_of,
     write_conf,
 )
-from cryptography.hazmat.primitives import serialization
 from util import HelperProcess, run_helper, wait_for
 
 from helper._proto import workload_pb2

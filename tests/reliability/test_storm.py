@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import (
+from relutil import (
     RECORDER,
     cmd_lines,
     consistent_serial,
