@@ -66,7 +66,7 @@ def assert_backs_off(delays: list[float]) -> None:
 
 
 def wait_reconnected(helper: HelperProcess, done: Callable[[], object], timeout: float = 20,
-                     grace: float = 0.5) -> None:
+                     grace: float = 1.0) -> None:
     """Wait for `done` once the agent is back (ready now); no attempt may fail from now on.
 
     A failed attempt logs its retry line at once; one seen more than `grace` seconds after

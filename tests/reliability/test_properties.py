@@ -41,8 +41,8 @@ from helper.spiffeid import parse_spiffe_id
 from helper.validate import select_svid, validate_x509_response
 
 T = TypeVar("T")
-FAST = timedelta(milliseconds=500)
-CRYPTO = timedelta(seconds=3)  # RSA keys and signatures are checked per example
+FAST = timedelta(seconds=2)  # generous: a loaded CI machine must not make it flaky
+CRYPTO = timedelta(seconds=5)  # RSA keys and signatures are checked per example
 
 RULES = set(re.findall(r'Refused\(\s*"(\w+)"', Path(validate.__file__).read_text()))
 
