@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.plan import Plan
 from bench.report import NA, Row
-from bench.rotation import latency_rows
+from bench.rotation import GAP_S, latency_rows
 from bench.workspace import EVENT_TIMEOUT, BenchError, HelperDaemon, Workspace, hcl_string
 
 FIGURE = "rotation → child signalled"
@@ -102,6 +102,7 @@ def run(ws: Workspace, plan: Plan) -> list[Row]:
                 return [Row(f"{FIGURE}, p99", NEEDS_SUPERVISOR, target, NA, {"reason": child})]
             samples: list[float] = []
             for i in range(plan.warmup_rotations + plan.rotations):
+                time.sleep(GAP_S)  # as for rotation latency: pushes never queue up
                 _drain(rx)
                 ws.agent.rotate()
                 pushed = ws.last_push_ns()

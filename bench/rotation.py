@@ -28,12 +28,20 @@ from bench.workspace import (
 )
 
 P50_TARGET_MS, P99_TARGET_MS = 5.0, 20.0
+GAP_S = 0.025  # between measured rotations (see rotate_and_wait)
 RSS_GROWTH_TARGET = 5 * 2**20
 
 
-def rotate_and_wait(ws: Workspace, observer: Observer, what: str,
-                    helper: HelperDaemon) -> float:
-    """One rotation; seconds from the agent's push to the new set on disk."""
+def rotate_and_wait(ws: Workspace, observer: Observer, what: str, helper: HelperDaemon,
+                    gap: float = 0.0) -> float:
+    """One rotation; seconds from the agent's push to the new set on disk.
+
+    `gap`: seconds to let pass first, so that the push does not land while the helper is
+    still finishing the previous write (syncing the directory, logging). Real rotations
+    are minutes apart; back-to-back ones would measure a queue instead.
+    """
+    if gap:
+        time.sleep(gap)
     observer.drain()
     ws.agent.rotate()
     pushed = ws.last_push_ns()
@@ -65,7 +73,7 @@ def latency(ws: Workspace, plan: Plan) -> list[Row]:
     with helper, observer:
         for _ in range(plan.warmup_rotations):
             rotate_and_wait(ws, observer, "warm-up rotation", helper)
-        samples = [rotate_and_wait(ws, observer, "rotation", helper)
+        samples = [rotate_and_wait(ws, observer, "rotation", helper, GAP_S)
                    for _ in range(plan.rotations)]
     return latency_rows("rotation: push → files renamed into place", samples,
                         P50_TARGET_MS, P99_TARGET_MS)

@@ -44,6 +44,7 @@ from helper.address import Address, parse_address
 from helper.cmdargs import split_cmd_args
 from helper.errors import AddressError
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
+from helper.hcl_tables import lr_parser
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -322,6 +323,10 @@ class _GoLikeHclParser(HclParser):  # type: ignore[misc]
     its last value (Go decodes each in turn).
     """
 
+    def __init__(self) -> None:
+        # pyhcl would run PLY's LALR table generator here (~100 ms); use stored tables.
+        self.yacc = lr_parser(self)
+
     def objectlist_flat(self, lt: list[tuple[Any, Any]], replace: bool) -> dict[Any, Any]:
         occurrences: dict[Any, list[Any]] = {}
         for key, value in lt:
@@ -342,7 +347,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 _PARSER_LOCK = threading.Lock()
-_PARSER: list[Any] = []  # built once: building pyhcl's parser takes tens of milliseconds
+_PARSER: list[Any] = []  # built once per process
 
 
 def _hcl_parse(text: str) -> Any:
