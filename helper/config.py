@@ -46,11 +46,6 @@ from helper.errors import AddressError
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
 from helper.hcl_tables import lr_parser
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
 DEFAULT_AGENT_ADDRESS = "/tmp/spire-agent/public/api.sock"
 ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
 MAX_MODE = 0o7777
@@ -284,6 +279,11 @@ def _read_text(source: str) -> str:
 
 def parse_toml(text: str, *, source: str = "") -> dict[str, Any]:
     """TOML text to a mapping; syntax errors become ConfigError."""
+    # Imported here: HCL configs, the common case, do not pay for the TOML parser.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
