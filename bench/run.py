@@ -20,8 +20,9 @@ from typing import Any
 
 from bench import child, idle, large, oneshot, rotation
 from bench.plan import FULL, QUICK, Plan
-from bench.report import ERROR, MISS, NA, Row, json_report, markdown_table
-from bench.workspace import Workspace
+from bench.report import ERROR, MISS, NA, Row, json_report, markdown_table, ms
+from bench.stats import Spread, spread
+from bench.workspace import BenchError, Workspace
 
 Figure = Callable[[Workspace, Plan], list[Row]]
 
@@ -71,6 +72,25 @@ def _version(package: str) -> str:
         return "absent"
 
 
+def fsync_cost(directory: Path, runs: int = 21) -> Spread:
+    """Seconds to create, fill, fsync and rename a 2 KiB file in `directory`: the floor
+    under every rotation, which fsyncs each new file before renaming it into place."""
+    samples = []
+    for i in range(runs):
+        temp, final = directory / f".fsync-probe-{i}", directory / "fsync-probe"
+        start = time.perf_counter()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"x" * 2048)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, final)
+        samples.append(time.perf_counter() - start)
+    (directory / "fsync-probe").unlink()
+    return spread(samples)
+
+
 def machine(workspace: Path) -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
@@ -78,14 +98,19 @@ def machine(workspace: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
         "filesystem": filesystem_of(workspace),
+        "fsync_s": fsync_cost(workspace).as_dict(),
+        "loadavg_at_start": os.getloadavg()[0],
         "packages": {p: _version(p) for p in ("grpcio", "protobuf", "cryptography", "spiffe")},
     }
 
 
 def machine_line(info: dict[str, Any]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    fsync = info["fsync_s"]
     return (f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
-            f"Linux {info['kernel']}, files on {info['filesystem']}; {packages}")
+            f"Linux {info['kernel']}, files on {info['filesystem']} (write+fsync+rename of "
+            f"a small file: median {ms(fsync['median'])}, max {ms(fsync['max'])}); "
+            f"load average {info['loadavg_at_start']:.2f} at start; {packages}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", metavar="FIGURES",
                         help=f"comma-separated subset of: {', '.join(FIGURES)}")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    parser.add_argument("--dir", type=Path, default=None, metavar="DIR",
+                        help="make the temp dir in DIR, e.g. a tmpfs (default: $TMPDIR)")
     args = parser.parse_args(argv)
     unknown = set(filter(None, args.only.split(","))) - set(FIGURES)
     if unknown:
@@ -114,9 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows: list[Row] = []
     broken = False
-    with Workspace(keep=args.keep) as ws:
+    with Workspace(keep=args.keep, parent=args.dir) as ws:
         info = machine(ws.dir)
         progress(f"{plan.name} run in {ws.dir}; {machine_line(info)}")
+        try:
+            ws.warm_up()
+        except BenchError as exc:
+            progress(f"error: {exc}")
+            return 1
         for key in chosen:
             title, figure = FIGURES[key]
             progress(f"{title} ...")
@@ -128,12 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc(file=sys.stderr)
                 rows.append(Row(title, f"error: {exc}", "", ERROR))
             progress(f"{title}: {time.monotonic() - begun:.1f} s")
+    info["loadavg_at_end"] = os.getloadavg()[0]
     meta = {"mode": plan.name, "machine": info, "seconds": round(time.monotonic() - started, 1)}
     if args.json:
         print(json_report(rows, meta))
     else:
         print(markdown_table(rows))
-        print(f"\n{plan.name} run, {meta['seconds']} s on {machine_line(info)}")
+        print(f"\n{plan.name} run, {meta['seconds']} s on {machine_line(info)}; "
+              f"load average {info['loadavg_at_end']:.2f} at the end")
     for row in rows:
         if row.status in (MISS, NA, ERROR):
             progress(f"{row.status}: {row.figure}: {row.measured} (target {row.target})")
