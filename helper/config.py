@@ -23,7 +23,6 @@ one ``Key`` entry and the matching dataclass field.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import posixpath
@@ -33,7 +32,6 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -611,6 +609,8 @@ def _collect_unknown(
     for name, value in data.items():
         key = by_name.get(name) if isinstance(name, str) else None
         if key is None:
+            import difflib  # only on this error path: not worth importing at every start
+
             close = difflib.get_close_matches(str(name), list(by_name), n=1, cutoff=0.75)
             unknown.append((f"{prefix}{_key_text(name)}", close))
         elif key.kind in ("block", "blocks"):
@@ -990,6 +990,8 @@ def hcl_value(kind: Kind, value: Any) -> str:
     if kind == "port":
         return str(value)
     if kind == "seconds":
+        from decimal import Decimal  # check-config only: not worth importing at every start
+
         number = float(value)
         return str(int(number)) if number.is_integer() else format(Decimal(repr(number)), "f")
     if kind == "strings":
