@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -103,6 +104,7 @@ class Observer:
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
         self._buffer = b""
+        self.renames: Counter[str] = Counter()  # every rename seen, by file name
         line = self._line(START_TIMEOUT)
         if line != "ready":
             self.close()
@@ -122,10 +124,13 @@ class Observer:
                     raise BenchError("observer exited")
                 self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
+        text = line.decode()
+        if text != "ready":
+            self.renames[text.partition(" ")[0]] += 1
+        return text
 
     def drain(self) -> None:
-        """Forget events already reported."""
+        """Skip the events already reported (they still count in `renames`)."""
         while self._line(0) is not None:
             pass
 
