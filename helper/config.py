@@ -23,7 +23,6 @@ one ``Key`` entry and the matching dataclass field.
 
 from __future__ import annotations
 
-import difflib
 import grp
 import ipaddress
 import json
@@ -36,7 +35,6 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,12 +45,8 @@ from helper.address import Address, parse_address
 from helper.cmdargs import split_cmd_args
 from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
+from helper.hcl_tables import lr_parser
 from helper.spiffeid import parse_spiffe_id
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 DEFAULT_AGENT_ADDRESS = "/tmp/spire-agent/public/api.sock"
 ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
@@ -417,6 +411,11 @@ def _read_text(source: str) -> str:
 
 def parse_toml(text: str, *, source: str = "") -> dict[str, Any]:
     """TOML text to a mapping; syntax errors become ConfigError."""
+    # Imported here: HCL configs, the common case, do not pay for the TOML parser.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
@@ -456,6 +455,10 @@ class _GoLikeHclParser(HclParser):  # type: ignore[misc]
     its last value (Go decodes each in turn).
     """
 
+    def __init__(self) -> None:
+        # pyhcl would run PLY's LALR table generator here (~100 ms); use stored tables.
+        self.yacc = lr_parser(self)
+
     def objectlist_flat(self, lt: list[tuple[Any, Any]], replace: bool) -> dict[Any, Any]:
         occurrences: dict[Any, list[Any]] = {}
         for key, value in lt:
@@ -476,7 +479,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 _PARSER_LOCK = threading.Lock()
-_PARSER: list[Any] = []  # built once: building pyhcl's parser takes tens of milliseconds
+_PARSER: list[Any] = []  # built once per process
 
 
 def _hcl_parse(text: str) -> Any:
@@ -789,6 +792,8 @@ def _collect_unknown(
     for name, value in data.items():
         key = by_name.get(name) if isinstance(name, str) else None
         if key is None:
+            import difflib  # only on this error path: not worth importing at every start
+
             close = difflib.get_close_matches(str(name), list(by_name), n=1, cutoff=0.75)
             unknown.append((f"{prefix}{_key_text(name)}", close))
         elif key.kind in ("block", "blocks"):
@@ -1358,6 +1363,7 @@ def hcl_value(kind: Kind, value: Any) -> str:
     if kind == "port":
         return str(value)
     if kind in ("seconds", "delay"):
+        from decimal import Decimal  # check-config only: not worth importing at every start
         number = float(value)
         return str(int(number)) if number.is_integer() else format(Decimal(repr(number)), "f")
     if kind in ("strings", "command"):

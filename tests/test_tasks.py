@@ -14,7 +14,7 @@ def test_first_result_wins_and_others_are_cancelled():
 
         async def slow():
             try:
-                await asyncio.sleep(3600)
+                await asyncio.Event().wait()  # until cancelled
             except asyncio.CancelledError:
                 cancelled.set()
                 raise
