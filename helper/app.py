@@ -24,6 +24,7 @@ from helper.config import Config, output_file_names
 from helper.config import load as load_config_file
 from helper.errors import Refused, WriteError
 from helper.identity import X509Snapshot
+from helper.mailbox import Latest
 from helper.signals import STOP_SIGNALS, SignalQueue
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
 from helper.tasks import run_all, run_until_first
@@ -58,6 +59,9 @@ class X509Pipeline:
         self.renderer = renderer if renderer is not None else X509Renderer(cfg)
         self.backoff = workload_api_backoff()
         self.snapshot: X509Snapshot | None = None
+        # Held while a snapshot is being written (in a worker thread): a rewrite after a
+        # config reload must not interleave with a rotation's write.
+        self.lock = asyncio.Lock()
 
     def accept(self, message: workload_pb2.X509SVIDResponse) -> list[Path] | None:
         """Validate, render and write one message. None when it was refused or not written."""
@@ -128,7 +132,13 @@ class X509Pipeline:
         return changed
 
     async def run(self, *, once: bool) -> None:
-        """Consume the stream: until the first good write (once) or forever."""
+        """Consume the stream: until the first good write (once) or forever.
+
+        Messages are received as they come and only the newest is processed: each is a
+        complete snapshot, so when the agent pushes faster than files can be written (a
+        push storm) the stale ones are skipped instead of written, and reloaded for, one
+        by one, and no backlog piles up in gRPC's buffers.
+        """
 
         def on_retry(error: WorkloadAPIError | None, delay: float) -> None:
             self.status.reconnects += 1
@@ -139,16 +149,35 @@ class X509Pipeline:
 
         messages = watch(self.client.x509_svid_stream, backoff=self.backoff,
                          what=f"X.509-SVID stream from {self.client.address}", on_retry=on_retry)
-        async for message in messages:
-            self.status.stream_healthy = True
-            self.status.last_message = time.time()
-            changed = self.accept(message)
-            if changed is None or self.snapshot is None:
-                continue
-            for hook in self.hooks:
-                await hook(self.snapshot, changed)
-            if once:
-                return
+        latest: Latest[workload_pb2.X509SVIDResponse] = Latest()
+
+        async def receive() -> None:
+            try:
+                async for message in messages:
+                    self.status.stream_healthy = True
+                    self.status.last_message = time.time()
+                    if latest.put(message):
+                        log.debug("X.509 message superseded before it was processed "
+                                  "(%d so far)", latest.dropped)
+            finally:
+                await messages.aclose()
+
+        async def process() -> None:
+            while True:
+                message = await latest.get()
+                # validation and the fsynced writes run off the event loop: signals, health
+                # and the receiver stay responsive, and the receiver keeps only the newest
+                async with self.lock:
+                    changed = await asyncio.to_thread(self.accept, message)
+                    snapshot = self.snapshot
+                if changed is None or snapshot is None:
+                    continue
+                for hook in self.hooks:
+                    await hook(snapshot, changed)
+                if once:
+                    return
+
+        await run_until_first(receive(), process())
 
 
 def initial_status(cfg: Config) -> Status:
@@ -262,9 +291,11 @@ class Helper:
         """
         if self.pipeline is None:
             return
-        changed = self.pipeline.rewrite()
-        if changed is not None and self.pipeline.snapshot is not None:
-            await self._on_change(self.pipeline.snapshot, changed)
+        async with self.pipeline.lock:
+            changed = self.pipeline.rewrite()
+            snapshot = self.pipeline.snapshot
+        if changed is not None and snapshot is not None:
+            await self._on_change(snapshot, changed)
 
     async def _on_change(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
         for write_hook in self.write_hooks:

@@ -99,10 +99,22 @@ def parse_certificates(data: bytes, what: str) -> Certificates:
     certs: list[x509.Certificate] = []
     for index, der in enumerate(split_der_sequences(data, what)):
         try:
-            certs.append(x509.load_der_x509_certificate(der))
-        except ValueError as exc:
-            raise Refused("der_parse", f"{what}: certificate {index}: {exc}") from None
+            cert = x509.load_der_x509_certificate(der)
+            _parse_lazy_fields(cert)
+        # the parser is fed untrusted bytes: besides ValueError it raises KeyError (a string
+        # type it does not know in a name), and nothing it raises may stop the helper
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+            raise Refused("der_parse", f"{what}: certificate {index}: {reason}") from None
+        certs.append(cert)
     return tuple(certs)
+
+
+def _parse_lazy_fields(cert: x509.Certificate) -> None:
+    """Parse what `cryptography` only parses when first read (names, validity, extensions),
+    so a malformed field is refused here instead of raising ValueError in a later rule."""
+    _ = cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
+    _ = cert.extensions
 
 
 def is_pkcs8(der: bytes) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -35,6 +35,9 @@ CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
     ("grpc.enable_http_proxy", 0),
+    # A new channel gets its own connection (and backoff state), not one shared
+    # process-wide with the channel it replaces (see WorkloadClient._stub_for_call).
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 # A unary call (FetchJWTSVID) that takes longer than this failed (and is retried).
@@ -65,6 +68,24 @@ class WorkloadClient:
         self._channel = grpc.aio.insecure_channel(address.grpc_target, options=CHANNEL_OPTIONS)
         self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)
 
+    async def _stub_for_call(self) -> workload_pb2_grpc.SpiffeWorkloadAPIStub:
+        """The stub to open the next call on.
+
+        A channel that lost the agent sits in TRANSIENT_FAILURE for its own reconnect
+        backoff and fails every call at once with the old error, even when the agent is
+        back: our retry would be wasted and the outage doubled. Such a channel is replaced,
+        so each retry is a real connection attempt (a healthy channel is never touched).
+        """
+        if self._channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            # replaced before the old one is closed: a concurrent caller (the X.509 stream,
+            # the JWT calls) sees the new channel, never a half-replaced client
+            old = self._channel
+            self._channel = grpc.aio.insecure_channel(self.address.grpc_target,
+                                                      options=CHANNEL_OPTIONS)
+            self._stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(self._channel)
+            await old.close(grace=None)
+        return self._stub
+
     async def __aenter__(self) -> WorkloadClient:
         return self
 
@@ -76,7 +97,8 @@ class WorkloadClient:
 
     async def x509_svid_stream(self) -> AsyncIterator[workload_pb2.X509SVIDResponse]:
         """One FetchX509SVID stream; ends when the server ends it cleanly."""
-        call = self._stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=SECURITY_HEADER)
+        stub = await self._stub_for_call()
+        call = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=SECURITY_HEADER)
         try:
             async for message in call:
                 yield message
@@ -87,8 +109,8 @@ class WorkloadClient:
 
     async def jwt_bundle_stream(self) -> AsyncIterator[workload_pb2.JWTBundlesResponse]:
         """One FetchJWTBundles stream; ends when the server ends it cleanly."""
-        call = self._stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(),
-                                          metadata=SECURITY_HEADER)
+        stub = await self._stub_for_call()
+        call = stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=SECURITY_HEADER)
         try:
             async for message in call:
                 yield message
@@ -103,7 +125,8 @@ class WorkloadClient:
         """One FetchJWTSVID call (unary) for `audience`; raises WorkloadAPIError."""
         request = workload_pb2.JWTSVIDRequest(audience=list(audience), spiffe_id=spiffe_id)
         try:
-            response: workload_pb2.JWTSVIDResponse = await self._stub.FetchJWTSVID(
+            stub = await self._stub_for_call()
+            response: workload_pb2.JWTSVIDResponse = await stub.FetchJWTSVID(
                 request, metadata=SECURITY_HEADER, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
@@ -116,7 +139,7 @@ async def watch(
     backoff: Backoff,
     what: str,
     on_retry: Callable[[WorkloadAPIError | None, float], None] | None = None,
-) -> AsyncIterator[M]:
+) -> AsyncGenerator[M, None]:
     """Yield the messages of successive streams, forever.
 
     A stream that ends cleanly is re-opened (at once if it delivered anything, else after

@@ -90,6 +90,7 @@ class AtomicWriter:
         """
         with self._lock:
             changed = [f for f in files if not self._is_current(f)]
+            _refuse_directories(changed)
             pending = self._write_temps(changed)
             replaced = self._rename_all(pending)
             self._sync_directories({p.parent for p in replaced})
@@ -281,6 +282,21 @@ class AtomicWriter:
                     directory,
                     describe_os_error(exc),
                 )
+
+
+def _refuse_directories(files: Sequence[OutputFile]) -> None:
+    """A directory planted at a target cannot be renamed over: refuse before anything is
+    written, or the files renamed before it would leave, say, a certificate without its key."""
+    for file in files:
+        try:
+            st = os.lstat(file.path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise WriteError(
+                f"cannot write {file.path}: {describe_os_error(OSError(errno.EISDIR, ''))}; "
+                "no file of the set was replaced"
+            )
 
 
 def _record(digest: bytes, st: os.stat_result, mode: int) -> _Written:

@@ -230,13 +230,37 @@ def test_failure_mid_set_leaves_old_files_and_no_temps(tmp_path: Path, bad_paren
     assert writer.write_set(files[:2]) == [cert, key]
 
 
+def test_directory_at_a_target_is_refused_before_anything_is_replaced(tmp_path: Path) -> None:
+    cert, key = tmp_path / "svid.pem", tmp_path / "svid_key.pem"
+    writer = AtomicWriter()
+    writer.write_set([out(cert, b"old cert"), out(key, b"old key", 0o600)])
+    key.unlink()
+    key.mkdir()
+    with pytest.raises(WriteError, match=r"svid_key\.pem.*EISDIR.*no file of the set"):
+        writer.write_set([out(cert, b"new cert"), out(key, b"new key", 0o600)])
+    assert cert.read_bytes() == b"old cert"  # the certificate did not move on alone
+    assert temps_in(tmp_path) == []
+
+
+class PlantsDirectoryAfterTemps(AtomicWriter):
+    """An attacker who wins the race: the directory appears after the temps are written."""
+
+    def __init__(self, blocked: Path) -> None:
+        super().__init__()
+        self.blocked = blocked
+
+    def _write_temps(self, files):  # type: ignore[no-untyped-def]
+        pending = super()._write_temps(files)
+        self.blocked.mkdir()
+        (self.blocked / "occupant").write_bytes(b"")  # a non-empty directory: rename fails
+        return pending
+
+
 def test_rename_failure_reports_and_cleans_up(tmp_path: Path) -> None:
     cert = tmp_path / "svid.pem"
     blocked = tmp_path / "bundle.pem"
-    blocked.mkdir()
-    (blocked / "occupant").write_bytes(b"")  # a non-empty directory cannot be renamed over
     with pytest.raises(WriteError, match=r"bundle\.pem.*already replaced: .*svid\.pem"):
-        AtomicWriter().write_set([out(cert, b"cert"), out(blocked, b"bundle")])
+        PlantsDirectoryAfterTemps(blocked).write_set([out(cert, b"cert"), out(blocked, b"b")])
     assert temps_in(tmp_path) == []
     assert cert.read_bytes() == b"cert"
 

@@ -1,0 +1,282 @@
+"""Shared pieces of the reliability suite: the dev-agent as a process it can kill, a helper
+config, health and metrics over HTTP, children, secrets, and checks of the files on disk
+that do not use the helper's code. (Fixtures are in conftest.py.)"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+TESTS = Path(__file__).resolve().parent.parent
+if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
+    sys.path.insert(0, str(TESTS))
+
+from util import helper_cmd, wait_for  # noqa: E402
+
+from helper._proto import workload_pb2  # noqa: E402
+from helper.writer import TEMP_MARKER  # noqa: E402
+
+FILES = ("svid.pem", "svid_key.pem", "svid_bundle.pem")
+CERT, KEY, BUNDLE = FILES
+
+CONF = """\
+agent_address = "{socket}"
+cert_dir = "{cert_dir}"
+svid_file_name = "svid.pem"
+svid_key_file_name = "svid_key.pem"
+svid_bundle_file_name = "svid_bundle.pem"
+"""
+
+REFUSED = re.compile(r"refused X\.509-SVID message \(rule (\w+)\)")
+RETRYING = re.compile(r"retrying in ([0-9.]+) s")
+
+
+def write_conf(tmp_path: Path, socket: str, cert_dir: Path, extra: str = "",
+               name: str = "helper.conf") -> Path:
+    path = tmp_path / name
+    path.write_text(CONF.format(socket=socket, cert_dir=cert_dir) + extra)
+    return path
+
+
+HEALTH = """\
+health_checks {{
+  listener_enabled = true
+  bind_address = "127.0.0.1"
+  bind_port = {port}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def health_block(port: int) -> str:
+    """Config lines turning on the health/metrics listener on 127.0.0.1:`port`."""
+    return HEALTH.format(port=port)
+
+
+def http_get(port: int, path: str) -> tuple[int, str] | None:
+    """(status, body) of GET http://127.0.0.1:port/path; None while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def metric_samples(port: int, family: str) -> dict[str, float]:
+    """Samples of one metric family from /metrics: label text (or "") -> value."""
+    answer = http_get(port, "/metrics")
+    assert answer is not None, "nothing listens"
+    assert answer[0] == 200, answer
+    samples = {}
+    for line in answer[1].splitlines():
+        if line.startswith(f"spiffe_helper_{family}"):
+            name, _, value = line.rpartition(" ")
+            labels = name[len(f"spiffe_helper_{family}"):]
+            samples[labels] = float(value)
+    return samples
+
+
+def refused_metric(port: int) -> dict[str, int]:
+    """spiffe_helper_refused_messages_total by rule."""
+    return {re.sub(r'^\{rule="(.*)"\}$', r"\1", k): int(v)
+            for k, v in metric_samples(port, "refused_messages_total").items() if v}
+
+
+def need_root_tools(*tools: str) -> None:
+    """Skip, loudly, when root or a tool is missing; in CI (env CI set) fail instead."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    problem = ""
+    if os.geteuid() != 0:
+        problem = "needs root (mount namespaces, tmpfs)"
+    elif missing:
+        problem = f"needs {', '.join(missing)}"
+    if not problem:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{problem}: CI must run this test", pytrace=False)
+    pytest.skip(f"!!! NOT RUN: {problem} (set up the tool or run as root; CI fails here)")
+
+
+# --- the files on disk, checked without the helper's code ---------------------------------
+
+
+def disk_state(cert_dir: Path) -> dict[str, tuple[bytes, int]]:
+    """Name -> (bytes, inode) of each output file."""
+    return {n: ((cert_dir / n).read_bytes(), os.lstat(cert_dir / n).st_ino) for n in FILES}
+
+
+def temps(cert_dir: Path) -> list[str]:
+    return sorted(p.name for p in cert_dir.iterdir() if TEMP_MARKER in p.name)
+
+
+def _spki(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def parse_files(cert_dir: Path) -> tuple[list[x509.Certificate], object, list[x509.Certificate]]:
+    """Each file on its own is complete and parseable; raises otherwise."""
+    chain = x509.load_pem_x509_certificates((cert_dir / CERT).read_bytes())
+    key = serialization.load_pem_private_key((cert_dir / KEY).read_bytes(), None)
+    bundle = x509.load_pem_x509_certificates((cert_dir / BUNDLE).read_bytes())
+    return chain, key, bundle
+
+
+def consistent_set(cert_dir: Path) -> x509.Certificate:
+    """The three files form one identity: key matches leaf, chain verifies to the bundle."""
+    chain, key, bundle = parse_files(cert_dir)
+    leaf = chain[0]
+    assert _spki(key.public_key()) == _spki(leaf.public_key()), "key does not match leaf"  # type: ignore[attr-defined]
+    for cert, issuer in itertools.pairwise(chain):
+        cert.verify_directly_issued_by(issuer)
+    last = chain[-1]
+    roots = [r for r in bundle if r.subject == last.issuer]
+    assert roots, "chain does not lead to the bundle"
+    last.verify_directly_issued_by(roots[0])
+    return leaf
+
+
+def consistent_serial(cert_dir: Path) -> int | None:
+    try:
+        return consistent_set(cert_dir).serial_number
+    except (AssertionError, ValueError, FileNotFoundError, TypeError, IndexError):
+        return None
+
+
+def files_equal_message(cert_dir: Path, message: workload_pb2.X509SVIDResponse) -> bool:
+    """The files hold exactly the default SVID of `message` (chain, key, own bundle)."""
+    svid = message.svids[0]
+    try:
+        chain, _key, bundle = parse_files(cert_dir)
+        key_pem = (cert_dir / KEY).read_bytes()
+    except (ValueError, FileNotFoundError, TypeError):
+        return False
+    der = serialization.Encoding.DER
+    key_der = serialization.load_pem_private_key(key_pem, None).private_bytes(
+        der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return (b"".join(c.public_bytes(der) for c in chain) == svid.x509_svid
+            and key_der == svid.x509_svid_key
+            and b"".join(c.public_bytes(der) for c in bundle) == svid.bundle)
+
+
+def serial_of(message: workload_pb2.X509SVIDResponse) -> int:
+    return x509.load_der_x509_certificate(message.svids[0].x509_svid).serial_number
+
+
+def refusals(log: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rule in REFUSED.findall(log):
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+
+
+def secret_forms(key_der: bytes) -> list[str]:
+    """Ways a private key could leak into text: hex, base64 whole, any PEM body line."""
+    b64 = base64.b64encode(key_der).decode()
+    lines = [b64[i:i + 64] for i in range(0, len(b64) - 63, 64)]
+    return [key_der.hex(), b64, *lines, base64.urlsafe_b64encode(key_der).decode()]
+
+
+def assert_no_secret(text: str, keys: list[bytes]) -> None:
+    assert "PRIVATE KEY" not in text
+    assert not JWT_SHAPED.search(text), JWT_SHAPED.search(text)
+    for key in keys:
+        for form in secret_forms(key):
+            assert form not in text, "key material in the text"
+
+
+# --- children ---------------------------------------------------------------------------------
+
+RECORDER = TESTS / "children" / "recorder.py"  # the supervisor's test double (issue 4)
+
+
+def hcl(text: str) -> str:
+    """`text` as an HCL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cmd_lines(script: Path, *args: str) -> str:
+    """cmd and cmd_args running `script` with this Python (paths here have no spaces)."""
+    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(' '.join([str(script), *args]))}\n"
+
+
+def records(path: Path, event: str) -> list[dict[str, Any]]:
+    """The complete JSON lines of a child's record file with this event."""
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    return [r for r in (json.loads(x) for x in lines if x.endswith("\n")) if r["event"] == event]
+
+
+# --- the dev-agent ---------------------------------------------------------------------------
+
+
+class AgentProcess:
+    """`spiffe-helper dev-agent` as a subprocess, for faults a thread cannot show (SIGKILL)."""
+
+    def __init__(self, socket: Path, *extra: str) -> None:
+        self.socket = socket
+        self.proc = subprocess.Popen(
+            helper_cmd("dev-agent", "--socket", str(socket), *extra),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the readiness line; EOF if it died
+        if "serving" not in line:
+            self.close()
+            raise RuntimeError(f"dev-agent did not start: {line!r}")
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def first_write(cert_dir: Path, timeout: float = 15) -> int:
+    return wait_for(lambda: consistent_serial(cert_dir), timeout, "a consistent first write")
