@@ -88,6 +88,12 @@ class X509Pipeline:
         self.status.last_error = f"refused message: {exc}"
         log.error("refused %s (rule %s): %s; files left as they are", what, exc.rule, exc.detail)
 
+    def _write_failed(self, exc: WriteError, step: str) -> None:
+        self.status.x509_write_status = FAILED
+        self.status.write_failures += 1
+        self.status.last_error = str(exc)
+        log.error("%s X.509-SVID files failed: %s; previous files left in place", step, exc)
+
     def write(self, snapshot: X509Snapshot, *, rotation: bool) -> list[Path] | None:
         """Render and write `snapshot`; None when it was refused or not written."""
         try:
@@ -97,18 +103,12 @@ class X509Pipeline:
             self._refused(exc, "X.509-SVID message" if rotation else "current X.509-SVIDs")
             return None
         except WriteError as exc:
-            self.status.x509_write_status = FAILED
-            self.status.write_failures += 1
-            self.status.last_error = str(exc)
-            log.error("rendering X.509-SVID files failed: %s; previous files left in place", exc)
+            self._write_failed(exc, "rendering")
             return None
         try:
             changed = self.writer.write_set(files)
         except WriteError as exc:
-            self.status.x509_write_status = FAILED
-            self.status.write_failures += 1
-            self.status.last_error = str(exc)
-            log.error("writing X.509-SVID files failed: %s; previous files left in place", exc)
+            self._write_failed(exc, "writing")
             return None
         self.snapshot = snapshot
         first = self.status.x509_write_status != WRITTEN

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +38,7 @@ from helper.spiffeid import shown
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
 from helper.tasks import run_all, run_until_first
 from helper.workload import WorkloadAPIError, WorkloadClient, watch
-from helper.writer import AtomicWriter
+from helper.writer import AtomicWriter, read_regular
 
 if TYPE_CHECKING:
     from helper.app import Helper
@@ -317,15 +315,5 @@ def _now() -> datetime:
 
 
 def _read_token(path: Path) -> str | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, MAX_TOKEN_FILE_BYTES).decode("ascii", "replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    data = read_regular(path, MAX_TOKEN_FILE_BYTES)
+    return None if data is None else data.decode("ascii", "replace")

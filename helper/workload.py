@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -60,6 +60,18 @@ def _error(exc: grpc.aio.AioRpcError) -> WorkloadAPIError:
     return WorkloadAPIError(exc.code(), exc.details() or "")
 
 
+async def _messages(call: grpc.aio.UnaryStreamCall[Any, M]) -> AsyncIterator[M]:
+    """The messages of one server stream; gRPC errors become WorkloadAPIError, and the
+    call is cancelled however the consumer stops."""
+    try:
+        async for message in call:
+            yield message
+    except grpc.aio.AioRpcError as exc:
+        raise _error(exc) from None
+    finally:
+        call.cancel()
+
+
 class WorkloadClient:
     """Calls on one channel to the agent. Use as an async context manager."""
 
@@ -98,26 +110,16 @@ class WorkloadClient:
     async def x509_svid_stream(self) -> AsyncIterator[workload_pb2.X509SVIDResponse]:
         """One FetchX509SVID stream; ends when the server ends it cleanly."""
         stub = await self._stub_for_call()
-        call = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=SECURITY_HEADER)
-        try:
-            async for message in call:
-                yield message
-        except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
-        finally:
-            call.cancel()
+        async for message in _messages(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(),
+                                                          metadata=SECURITY_HEADER)):
+            yield message
 
     async def jwt_bundle_stream(self) -> AsyncIterator[workload_pb2.JWTBundlesResponse]:
         """One FetchJWTBundles stream; ends when the server ends it cleanly."""
         stub = await self._stub_for_call()
-        call = stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=SECURITY_HEADER)
-        try:
-            async for message in call:
-                yield message
-        except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
-        finally:
-            call.cancel()
+        async for message in _messages(stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(),
+                                                            metadata=SECURITY_HEADER)):
+            yield message
 
     async def fetch_jwt_svid(
         self, audience: Sequence[str], spiffe_id: str = "", *, timeout: float = UNARY_TIMEOUT

@@ -299,6 +299,24 @@ def _refuse_directories(files: Sequence[OutputFile]) -> None:
             )
 
 
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """Up to `limit` bytes of the regular file at `path`, or None (missing, a symlink, a
+    FIFO or anything else that is not a regular file, or unreadable). Never follows a
+    symlink and never blocks on a FIFO."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return _read_all(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _record(digest: bytes, st: os.stat_result, mode: int) -> _Written:
     return _Written(
         digest=digest,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from helper.render_formats import (
 )
 from helper.spiffeid import shown
 from helper.validate import select_svid
+from helper.writer import read_regular
 
 if TYPE_CHECKING:
     from helper.app import Helper
@@ -55,22 +55,6 @@ def select_by_spiffe_id(snapshot: X509Snapshot, spiffe_id: str) -> X509SVID:
         if svid.spiffe_id == spiffe_id:
             return svid
     raise Refused("spiffe_id_not_found", f"no SVID has SPIFFE ID {shown(spiffe_id)}")
-
-
-def _read_existing(path: Path) -> bytes | None:
-    """A regular file's bytes (never through a symlink), or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, MAX_SEED_BYTES)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 class X509Renderer:
@@ -138,7 +122,7 @@ class X509Renderer:
         path = self.cfg.output_path(self.cfg.pkcs12_file_name)
         password = self._password()
         if not self.pkcs12.data:
-            existing = _read_existing(path)
+            existing = read_regular(path, MAX_SEED_BYTES)
             if existing:
                 self.pkcs12.adopt(existing, svid, password)
         return OutputFile(path, self.pkcs12.render(svid, password), self.cfg.key_file_mode,
@@ -148,7 +132,8 @@ class X509Renderer:
         if self._seeded:
             return
         self._seeded = True
-        existing = _read_existing(self.cfg.output_path(self.cfg.spiffe_bundle_map_file_name))
+        existing = read_regular(self.cfg.output_path(self.cfg.spiffe_bundle_map_file_name),
+                                MAX_SEED_BYTES)
         if existing:
             self.sequences.seed(existing)
 

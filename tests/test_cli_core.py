@@ -43,19 +43,6 @@ key_file_mode = 0o600
 FILES = ("svid.pem", "svid_key.pem", "svid_bundle.pem")
 
 
-@pytest.fixture
-def agent(tmp_path):
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as a:
-        yield a
-
-
-@pytest.fixture
-def certs(tmp_path):
-    d = tmp_path / "certs"
-    d.mkdir()
-    return d
-
-
 def conf(tmp_path: Path, template: str, agent: DevAgentThread, cert_dir: Path,
          name: str = "helper.conf", extra: str = "") -> Path:
     path = tmp_path / name

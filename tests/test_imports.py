@@ -10,21 +10,11 @@ import re
 import subprocess
 import sys
 
-import pytest
-
-from helper.devagent import DevAgentThread
-
 # Modules the one-shot run must not load: daemon-only features, test and dev tooling.
 NOT_ON_THE_ONE_SHOT_PATH = ("watchdog", "psutil", "http.server", "helper.devagent",
                             "hypothesis", "tomllib")
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.MULTILINE)
-
-
-@pytest.fixture
-def agent(tmp_path):
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as a:
-        yield a
 
 
 def imported_modules(stderr: str) -> set[str]:

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -60,19 +59,6 @@ JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+")
 
 
 # --- fixtures and small helpers -------------------------------------------------------------
-
-
-@pytest.fixture
-def agent(tmp_path):
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as a:
-        yield a
-
-
-@pytest.fixture
-def certs(tmp_path):
-    d = tmp_path / "certs"
-    d.mkdir()
-    return d
 
 
 def free_port() -> int:
@@ -572,8 +558,9 @@ def test_expiry_warning_then_readiness_fails_until_a_renewal_arrives(tmp_path, a
     with start(setup, tmp_path) as helper:
         wait_for(lambda: leaf_serial(certs / "svid.pem"), what="first write")
         agent.wait_streams(1)
-        # 6 s lifetime, 2 s left: the 1/6 mark comes about 1 s after the write
-        message = short_lived(agent, left=2.0, lifetime=6.0)
+        # 12 s lifetime, 4 s left: the 1/6 mark comes about 2 s after the write, leaving a
+        # loaded machine room to deliver and write the SVID before the mark
+        message = short_lived(agent, left=4.0, lifetime=12.0)
         agent.push(message)
         serial = serial_of(message)
         wait_for(lambda: leaf_serial(certs / "svid.pem") == serial, what="short-lived SVID")

@@ -39,19 +39,6 @@ svid_bundle_file_name = "svid_bundle.pem"
 """
 
 
-@pytest.fixture
-def agent(tmp_path):
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as a:
-        yield a
-
-
-@pytest.fixture
-def certs(tmp_path):
-    d = tmp_path / "certs"
-    d.mkdir()
-    return d
-
-
 def hcl(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
