@@ -965,16 +965,22 @@ def _check_port(value: Any, where: str, ctx: _Context) -> int | _UseDefault:
     return _USE_DEFAULT if port == 0 else port
 
 
-def _check_seconds(value: Any, where: str, ctx: _Context) -> float:
+def _seconds(value: Any, where: str, ctx: _Context, *, zero_allowed: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ctx.error(where, f"expected a number of seconds, got {_describe(value)}")
-    in_range = 0 < value <= MAX_STARTUP_TIMEOUT  # compares huge ints exactly, NaN is False
-    if not in_range:
+    # comparisons: huge ints exactly, NaN always False
+    above_floor = value >= 0 if zero_allowed else value > 0
+    if not (above_floor and value <= MAX_STARTUP_TIMEOUT):
+        floor = "at least 0" if zero_allowed else "more than 0"
         raise ctx.error(
-            where, f"must be more than 0 and at most {MAX_STARTUP_TIMEOUT:.0f} seconds, "
+            where, f"must be {floor} and at most {MAX_STARTUP_TIMEOUT:.0f} seconds, "
             f"got {_describe(value)}"
         )
     return float(value)
+
+
+def _check_seconds(value: Any, where: str, ctx: _Context) -> float:
+    return _seconds(value, where, ctx, zero_allowed=False)
 
 
 def _check_strings(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
@@ -1018,15 +1024,7 @@ def _check_cmd_args(value: Any, where: str, ctx: _Context) -> str:
 
 def _check_delay(value: Any, where: str, ctx: _Context) -> float:
     """Seconds, 0 allowed."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ctx.error(where, f"expected a number of seconds, got {_describe(value)}")
-    in_range = 0 <= value <= MAX_STARTUP_TIMEOUT  # NaN is False
-    if not in_range:
-        raise ctx.error(
-            where, f"must be at least 0 and at most {MAX_STARTUP_TIMEOUT:.0f} seconds, "
-            f"got {_describe(value)}"
-        )
-    return float(value)
+    return _seconds(value, where, ctx, zero_allowed=True)
 
 
 def _check_command(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
