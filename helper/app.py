@@ -1,10 +1,14 @@
 """The one place where the parts are wired together.
 
-    config ─► Workload API stream ─► validated snapshot ─► rendered files ─► atomic writer
-                                                                         └─► on_change hooks
+    config ─► Workload API streams ─► validated snapshot ─► rendered files ─► atomic writer
+                                                                          └─► hooks: reload
+                                                                              the child, ...
 
-`X509Pipeline` turns each FetchX509SVID message into files on disk; `serve()` runs the
-pipeline once (one-shot mode) or forever (daemon mode) next to the signal handling.
+`X509Pipeline` turns FetchX509SVID messages into files (the JWT pipeline lives in
+`helper.jwt_outputs`). `Helper` runs the pipelines a config needs on one Workload API
+client, once (one-shot mode) or forever (daemon mode), next to the signal dispatcher and
+the side services; features attach to it through its hook lists. `build()` decides which
+features a config turns on; `serve()` is build-and-run for callers such as the demo.
 """
 
 from __future__ import annotations
