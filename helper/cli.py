@@ -151,6 +151,8 @@ def cmd_check_config(argv: Sequence[str]) -> int:
         cfg = config.load(args.config, daemon_mode=args.daemon_mode, overrides=_overrides(args))
     except config.ConfigError as exc:
         return _config_error(exc)
+    for warning in config.config_warnings(cfg):
+        print(f"spiffe-helper: warning: {args.config}: {warning}", file=sys.stderr)
     print(config.render_resolved(cfg), end="")
     return 0
 

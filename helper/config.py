@@ -1310,7 +1310,19 @@ def config_warnings(cfg: Config) -> list[str]:
                 f"{key.name} is 0{mode:o}, which sets setuid, setgid or sticky bits; "
                 f"write modes in octal with a leading 0, such as 0644"
             )
+    for name in SECRET_MODE_KEYS:
+        mode = getattr(cfg, name)
+        if mode & 0o007:
+            warnings.append(
+                f"{name} is 0{mode:o}: every user on this machine can read the secrets "
+                f"written with it (a mode without a leading 0 is decimal, as in Go); "
+                f"0600 or 0640 keeps them private"
+            )
     return warnings
+
+
+# Modes of files that hold a private key or a token.
+SECRET_MODE_KEYS = ("key_file_mode", "jwt_svid_file_mode")
 
 
 # --- rendering -------------------------------------------------------------------------------

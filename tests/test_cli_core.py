@@ -329,3 +329,12 @@ def test_demo_shows_two_rotations(tmp_path):
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == sorted(
         [*FILES, "jwt_svid.token", "jwt_bundle.json"])
+
+
+def test_check_config_warns_on_stderr_about_a_world_readable_key_mode(tmp_path, agent, certs):
+    path = conf(tmp_path, GO_CONF.replace("key_file_mode = 0600", "key_file_mode = 444"),
+                agent, certs)
+    result = run_helper("check-config", "-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "key_file_mode is 0674" in result.stderr
+    assert "key_file_mode = 0674" in result.stdout

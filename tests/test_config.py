@@ -941,3 +941,19 @@ def test_quoted_integers_are_read_as_go_reads_them(tmp_path: Path, value: str,
     # Go's HCL decoder takes a quoted integer through strconv.ParseInt(s, 0, 0)
     cfg = load(write(tmp_path / "helper.conf", X509 + f"cert_file_mode = {value}\n"))
     assert cfg.cert_file_mode == expected
+
+
+@pytest.mark.parametrize(("line", "warned"), [
+    ("key_file_mode = 444", True),  # decimal 444 is 0674, as Go reads it: world-readable key
+    ("key_file_mode = 0644", True),
+    ("jwt_svid_file_mode = 0604", True),
+    ("key_file_mode = 0640", False),
+    ("key_file_mode = 0600", False),
+])
+def test_a_secret_file_mode_readable_by_everyone_is_warned_about(tmp_path: Path, line: str,
+                                                                  warned: bool) -> None:
+    from helper.config import config_warnings
+
+    cfg = load(write(tmp_path / "helper.conf", X509 + line + "\n"))
+    hits = [w for w in config_warnings(cfg) if "every user on this machine" in w]
+    assert bool(hits) == warned, hits
