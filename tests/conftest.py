@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hypothesis_profile
 import pytest
 
 from helper.devagent import DevAgentThread
+
+hypothesis_profile.load()
 
 
 @pytest.fixture

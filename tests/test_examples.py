@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 SED_SUBSTITUTION = re.compile(r"s\|@([A-Z][A-Z0-9_]*)@\|")
+ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]*")
 RENDERED = ("nginx", "postgresql", "mariadb", "container")
 HELPER_CONFIGS = {
     "nginx": ("helper.hcl",),
@@ -60,8 +61,21 @@ def load_elsewhere(text: str, source: str, syntax: str, cert_dir: Path) -> confi
     data = (config.parse_toml if syntax == "toml" else config.parse_hcl)(text, source=source)
     original = data["cert_dir"]
     data["cert_dir"] = str(cert_dir)
+    # file_owner and file_group name accounts of the machine the example is meant for
+    # (mariadb's "mysql"), which this one need not have: check their shape here, and let
+    # the helper resolve them only where they exist.
+    accounts = {}
+    for key, resolve in (("file_owner", config.resolve_user), ("file_group", config.resolve_group)):
+        name = data.get(key)
+        if name is None:
+            continue
+        assert isinstance(name, str) and ACCOUNT_NAME.fullmatch(name), (key, name)
+        try:
+            resolve(name)
+        except KeyError:
+            accounts[key] = data.pop(key)
     cfg = config.from_mapping(data, source=source, mode_strings=syntax == "toml")
-    return dataclasses.replace(cfg, cert_dir=original)
+    return dataclasses.replace(cfg, cert_dir=original, **accounts)
 
 
 @pytest.mark.parametrize(("name", "file"),

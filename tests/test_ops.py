@@ -505,16 +505,34 @@ def pem_body_lines(path: Path) -> list[str]:
             if line and not line.startswith("-----")]
 
 
+def key_lines_for(certs: Path, serial: int) -> list[str] | None:
+    """The key file's PEM body once the key of the leaf `serial` is in place, else None.
+
+    The writer renames the certificate and the key into place one after the other, so a
+    reader that saw the new certificate may still find the old key, or no key at all yet.
+    """
+    try:
+        leaf = read_certs(certs / "svid.pem")[0]
+        key = serialization.load_pem_private_key((certs / "svid_key.pem").read_bytes(), None)
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if leaf.serial_number != serial or (
+            key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki)):
+        return None
+    return pem_body_lines(certs / "svid_key.pem")
+
+
 def test_a_debug_log_holds_no_key_material_or_tokens(tmp_path, agent, certs):
     setup = Setup(tmp_path, agent, certs)
     secrets: list[str] = []
     with start(setup, tmp_path, "--log-level", "debug") as helper:
-        wait_for(lambda: leaf_serial(certs / "svid.pem"), what="first write")
-        secrets += pem_body_lines(certs / "svid_key.pem")
+        serial = serial_of(agent.current)
+        secrets += wait_for(lambda: key_lines_for(certs, serial), what="first write")
         for _ in range(2):
             serial = serial_of(agent.rotate())
-            wait_for(lambda s=serial: leaf_serial(certs / "svid.pem") == s, what="rotation")
-            secrets += pem_body_lines(certs / "svid_key.pem")
+            secrets += wait_for(lambda s=serial: key_lines_for(certs, s), what="rotation")
         agent.push(with_foreign_key(agent.current))
         wait_for(lambda: lines_with(helper, "key_matches_leaf"), what="refusal")
         helper.proc.send_signal(signal.SIGHUP)
