@@ -69,7 +69,8 @@ def load_elsewhere(text: str, source: str, syntax: str, cert_dir: Path) -> confi
         name = data.get(key)
         if name is None:
             continue
-        assert isinstance(name, str) and ACCOUNT_NAME.fullmatch(name), (key, name)
+        assert isinstance(name, str), (key, name)
+        assert ACCOUNT_NAME.fullmatch(name), (key, name)
         try:
             resolve(name)
         except KeyError:
