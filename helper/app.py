@@ -104,6 +104,14 @@ class X509Pipeline:
             svid = select_svid(snapshot, self.cfg.hint)
             files = self.renderer.render(snapshot)  # x509_svids can refuse too
         except Refused as exc:
+            if exc.rule == "hint_not_found":
+                # as the Go helper: a write failure (liveness 503), not a bad message
+                self.status.refused[exc.rule] += 1
+                self.status.x509_write_status = FAILED
+                self.status.last_error = f"hint: {exc.detail}"
+                log.error("X.509-SVIDs not written: %s; previous files left in place",
+                          exc.detail)
+                return None
             self._refused(exc, "X.509-SVID message" if rotation else "current X.509-SVIDs")
             return None
         except WriteError as exc:
@@ -430,10 +438,13 @@ async def pipeline_forever(run: Pipeline, client: WorkloadClient) -> int:
 
 
 async def _until_stop(signals: SignalQueue, stop: asyncio.Event) -> int:
+    """A one-shot run stopped before every file was written: a signal makes it exit 1 (as
+    the Go helper: an init container killed mid-start must not report success)."""
+
     async def on_signal() -> int:
         sig = await signals.get()
-        log.info("received %s: shutting down", sig.name)
-        return 0
+        log.error("received %s before every file was written: exiting 1", sig.name)
+        return 1
 
     async def on_event() -> int:
         await stop.wait()

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from helper.errors import Refused
 from helper.jwks import EC_CURVES, JWTBundle, JWTPublicKey, b64url_decode, parse_json_object
-from helper.spiffeid import parse_spiffe_id, shown
+from helper.spiffeid import offered_hints, parse_spiffe_id, shown
 
 MAX_TOKEN_CHARS = 64 * 1024
 CLOCK_SKEW = timedelta(seconds=60)
@@ -261,4 +261,5 @@ def select_jwt_svid(svids: Sequence[JWTSVID], hint: str) -> JWTSVID:
     for svid in svids:
         if svid.hint == hint:
             return svid
-    raise Refused("hint_not_found", f"no JWT-SVID carries hint {shown(hint)}")
+    raise Refused("hint_not_found", f"no JWT-SVID carries hint {shown(hint)} "
+                  f"(hints offered: {offered_hints(svid.hint for svid in svids)})")

@@ -232,6 +232,8 @@ class JWTSVIDFetcher:
         except Refused as exc:
             self.status.refused[exc.rule] += 1
             self.status.last_error = f"refused JWT-SVID: {exc}"
+            if exc.rule == "hint_not_found":  # as the Go helper: a failed write (503)
+                self.status.jwt_write_status[self.key] = FAILED
             log.error("refused JWT-SVID for audience %s (rule %s): %s", aud, exc.rule,
                       exc.detail)
             return None

@@ -7,6 +7,7 @@ Every check raises `Refused(rule, detail)` where `rule` is the check's name with
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from helper.errors import Refused
@@ -34,6 +35,12 @@ def shown(text: str) -> str:
     if len(text) > _SHOWN_CHARS:
         return repr(text[:_SHOWN_CHARS]) + "..."
     return repr(text)
+
+
+def offered_hints(hints: Iterable[str]) -> str:
+    """The distinct non-empty hints, for a log line: "'a', 'b'" or "none"."""
+    offered = sorted({hint for hint in hints if hint})
+    return ", ".join(shown(hint) for hint in offered) if offered else "none"
 
 
 def check_max_length(text: str) -> None:

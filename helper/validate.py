@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from helper._proto import workload_pb2
 from helper.errors import Refused
 from helper.identity import X509SVID, X509Snapshot
-from helper.spiffeid import SpiffeID, parse_spiffe_id, parse_trust_domain, shown
+from helper.spiffeid import SpiffeID, offered_hints, parse_spiffe_id, parse_trust_domain, shown
 
 log = logging.getLogger("spiffe_helper.validate")
 
@@ -458,10 +458,6 @@ def select_svid(snapshot: X509Snapshot, hint: str) -> X509SVID:
     for svid in snapshot.svids:
         if svid.hint == hint:
             return svid
-    offered = sorted({svid.hint for svid in snapshot.svids if svid.hint})
-    raise Refused(
-        "hint_not_found",
-        f"no SVID carries hint {shown(hint)} (hints offered: {', '.join(map(repr, offered))})"
-        if offered
-        else f"no SVID carries hint {shown(hint)} (no SVID has a hint)",
-    )
+    raise Refused("hint_not_found", f"no SVID carries hint {shown(hint)} "
+                  f"(hints offered: {offered_hints(svid.hint for svid in snapshot.svids)})")
+
