@@ -75,6 +75,11 @@ class X509Pipeline:
             self._refused(exc, "X.509-SVID message")
             return None
         self.backoff.reset()
+        for key, reason in snapshot.dropped:
+            # one federation's bad bundle must not stop the workload's own rotations
+            self.status.dropped_bundles[metric_label(key)] += 1
+            self.status.last_error = f"federated bundle dropped: {reason}"
+            log.error("federated bundle dropped (the rest of the message is used): %s", reason)
         return self.write(snapshot, rotation=True)
 
     def rewrite(self) -> list[Path] | None:
@@ -104,15 +109,11 @@ class X509Pipeline:
             svid = select_svid(snapshot, self.cfg.hint)
             files = self.renderer.render(snapshot)  # x509_svids can refuse too
         except Refused as exc:
-            if exc.rule == "hint_not_found":
-                # as the Go helper: a write failure (liveness 503), not a bad message
-                self.status.refused[exc.rule] += 1
-                self.status.x509_write_status = FAILED
-                self.status.last_error = f"hint: {exc.detail}"
-                log.error("X.509-SVIDs not written: %s; previous files left in place",
-                          exc.detail)
-                return None
             self._refused(exc, "X.509-SVID message" if rotation else "current X.509-SVIDs")
+            if exc.rule == "hint_not_found":
+                # as the Go helper: a failed write (liveness 503), so an orchestrator
+                # restarts the workload and the operator sees it
+                self.status.x509_write_status = FAILED
             return None
         except WriteError as exc:
             self._write_failed(exc, "rendering")
@@ -190,6 +191,12 @@ class X509Pipeline:
                     return
 
         await run_until_first(receive(), process())
+
+
+def metric_label(text: str, limit: int = 255) -> str:
+    """A peer-chosen string made a bounded, printable metric label value."""
+    safe = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return safe + ("..." if len(text) > limit else "")
 
 
 def initial_status(cfg: Config) -> Status:

@@ -39,12 +39,15 @@ class X509Snapshot:
 
     `bundles` maps trust domain *names* (``example.org``, never ``spiffe://...``) to
     their X.509 authorities, the SVIDs' own trust domains and federated ones alike.
-    `federated` names the trust domains that came in as federated bundles.
+    `federated` names the trust domains that came in as federated bundles; a federated
+    trust domain may have no authorities (an empty bundle).
     """
 
     svids: tuple[X509SVID, ...]
     bundles: Mapping[str, tuple[x509.Certificate, ...]]
     federated: frozenset[str] = frozenset()
+    # Federated bundles left out because they were malformed: (map key as sent, reason).
+    dropped: tuple[tuple[str, str], ...] = ()
 
     @property
     def default(self) -> X509SVID:

@@ -99,6 +99,9 @@ def families(status: Status, now: datetime) -> list[Family]:
         Family("refused_messages_total", "counter",
                "Workload API messages refused by validation, by the rule they broke.",
                _by("rule", status.refused)),
+        Family("federated_bundles_dropped_total", "counter",
+               "Malformed federated bundles left out of a message (the rest of it was used), "
+               "by trust domain.", _by("trust_domain", status.dropped_bundles)),
         Family("write_failures_total", "counter",
                "Sets of files that could not be written.", _one(status.write_failures)),
         Family("child_restarts_total", "counter",

@@ -28,6 +28,8 @@ class Status:
     reconnects: int = 0
     write_failures: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # by rule name
+    # federated bundles left out of a message because they were malformed, by trust domain
+    dropped_bundles: Counter[str] = field(default_factory=Counter)
     jwt_expiry: dict[str, datetime] = field(default_factory=dict)  # by audience
     child_state: str = ""  # "", "running", "exited N", "killed by SIGX", "restarting"
     child_pid: int | None = None

@@ -8,7 +8,11 @@ Rules, in the order they are applied:
 no_svids, spiffe_id, der_parse, leaf_one_uri_san, leaf_uri_matches_spiffe_id, leaf_not_ca,
 leaf_key_usage, intermediate_is_ca, key_matches_leaf, bundle_present, leaf_not_yet_valid,
 leaf_expired, intermediate_not_yet_valid, intermediate_expired, chain_verifies,
-bundle_consistent, federated_bundle. `select_svid` adds hint_not_found.
+bundle_consistent. `select_svid` adds hint_not_found.
+
+A federated bundle never refuses a message: an empty one is a trust domain without X.509
+authorities, a malformed one is left out of the snapshot and named in `X509Snapshot.dropped`
+(the own SVIDs and their bundles are the only parts whose failure refuses a message).
 """
 
 from __future__ import annotations
@@ -345,30 +349,31 @@ def check_bundle_consistent(
         )
 
 
+class BundleDropped(ValueError):
+    """A federated bundle that cannot be used: left out of the snapshot, never refusing it."""
+
+
 def check_federated_bundle(
     key: str, data: bytes, own: Mapping[str, Certificates], seen: Mapping[str, Certificates]
 ) -> tuple[str, Certificates]:
-    """A federated bundle: a valid trust domain, not an own one, given once, non-empty DER."""
+    """A federated bundle: a valid trust domain, not an own one, given once, DER
+    certificates. Empty bytes are a trust domain with no X.509 authorities (SPIRE sends
+    that; the SPIFFE Filesystem Delivery draft writes it as an empty file): accepted.
+    Raises BundleDropped with a one-line reason."""
     try:
         trust_domain = parse_trust_domain(key)
     except Refused as exc:
-        raise Refused(
-            "federated_bundle",
-            f"federated bundle key {shown(key)} is not a trust domain ({exc.rule}: {exc.detail})",
+        raise BundleDropped(
+            f"federated bundle key {shown(key)} is not a trust domain ({exc.rule}: {exc.detail})"
         ) from None
     if trust_domain in own:
-        raise Refused(
-            "federated_bundle",
-            f"federated bundle {shown(key)} is for the SVIDs' own trust domain",
-        )
+        raise BundleDropped(f"federated bundle {shown(key)} is for the SVIDs' own trust domain")
     if trust_domain in seen:
-        raise Refused("federated_bundle", f"federated trust domain {trust_domain!r} given twice")
+        raise BundleDropped(f"federated trust domain {trust_domain!r} given twice")
     try:
         certs = parse_certificates(data, f"federated bundle {trust_domain!r}")
     except Refused as exc:
-        raise Refused("federated_bundle", exc.detail) from None
-    if not certs:
-        raise Refused("federated_bundle", f"federated bundle {trust_domain!r} is empty")
+        raise BundleDropped(exc.detail) from None
     return trust_domain, certs
 
 
@@ -441,13 +446,19 @@ def validate_x509_response(
         own.setdefault(td, checked.bundle)
         svids.append(checked.svid)
     federated: dict[str, Certificates] = {}
+    dropped: list[tuple[str, str]] = []
     for key in sorted(resp.federated_bundles):
-        td, certs = check_federated_bundle(key, resp.federated_bundles[key], own, federated)
+        try:
+            td, certs = check_federated_bundle(key, resp.federated_bundles[key], own, federated)
+        except BundleDropped as exc:
+            dropped.append((key, str(exc)))
+            continue
         federated[td] = certs
     return X509Snapshot(
         svids=tuple(svids),
         bundles=MappingProxyType({**own, **federated}),
         federated=frozenset(federated),
+        dropped=tuple(dropped),
     )
 
 

@@ -388,18 +388,36 @@ def test_two_trust_domains_each_own_bundle(ca: pki.TrustDomainCA, other: pki.Tru
         {"": "root"},
         {"other.org": b"\x30\x03abc"},
         {"other.org": b"garbage"},
-        {"other.org": b""},
         {"example.org": "root"},
         {"spiffe://example.org": "root"},
-        {"other.org": "root", "spiffe://other.org": "root"},
     ],
 )
 def test_federated_bundle(
     ca: pki.TrustDomainCA, other: pki.TrustDomainCA, federated: dict[str, object]
 ) -> None:
+    # issue 12: a bad federated bundle is dropped (and reported), never refusing the message
     bundles = {k: [other.root] if v == "root" else v for k, v in federated.items()}
     resp = pki.response(ca.svid(), federated=bundles)  # type: ignore[arg-type]
-    assert refused_rule(resp).rule == "federated_bundle"
+    snapshot = validate_x509_response(resp)
+    assert [key for key, _ in snapshot.dropped] == list(federated)
+    assert snapshot.federated == frozenset()
+    assert set(snapshot.bundles) == {"example.org"}
+
+
+def test_a_federated_trust_domain_given_twice_keeps_the_first(
+    ca: pki.TrustDomainCA, other: pki.TrustDomainCA
+) -> None:
+    resp = pki.response(ca.svid(), federated={"other.org": [other.root],
+                                              "spiffe://other.org": [other.root]})
+    snapshot = validate_x509_response(resp)
+    assert snapshot.federated == {"other.org"}
+    assert [key for key, _ in snapshot.dropped] == ["spiffe://other.org"]
+
+
+def test_an_empty_federated_bundle_means_no_authorities(ca: pki.TrustDomainCA) -> None:
+    snapshot = validate_x509_response(pki.response(ca.svid(), federated={"other.org": b""}))
+    assert snapshot.federated == {"other.org"}
+    assert snapshot.bundles["other.org"] == ()
 
 
 # --- near expiry ---------------------------------------------------------------------------

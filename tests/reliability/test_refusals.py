@@ -69,10 +69,6 @@ def _two_bundles() -> workload_pb2.X509SVIDResponse:
     return pki.response(first, second)
 
 
-def _with_federated(key: str) -> workload_pb2.X509SVIDResponse:
-    return pki.response(_svid(_good_leaf()), federated={key: [OTHER.root]})
-
-
 # One hostile message per rule; built lazily so a failing builder names its rule.
 BAD: dict[str, Callable[[], workload_pb2.X509SVIDResponse]] = {
     "no_svids": lambda: pki.response(),
@@ -101,7 +97,7 @@ BAD: dict[str, Callable[[], workload_pb2.X509SVIDResponse]] = {
     "chain_verifies": lambda: _one(pki.svid_message(
         ID, [pki.make_leaf(OTHER.intermediate, ID), OTHER.intermediate], [CA.root], hint=HINT)),
     "bundle_consistent": _two_bundles,
-    "federated_bundle": lambda: _with_federated("spiffe://example.org"),
+    # (a bad federated bundle is no longer a refusal: tests/reliability/test_federation.py)
     "hint_not_found": lambda: pki.response(CA.svid(hint="not-" + HINT)),
 }
 
