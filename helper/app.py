@@ -18,6 +18,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,13 @@ from helper._proto import workload_pb2
 from helper.backoff import workload_api_backoff
 from helper.config import Config, output_file_names
 from helper.config import load as load_config_file
-from helper.errors import Refused, WriteError
+from helper.errors import NotYetValid, Refused, WriteError
 from helper.identity import X509Snapshot
 from helper.mailbox import Latest
 from helper.signals import STOP_SIGNALS, SignalQueue
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
 from helper.tasks import run_all, run_until_first
-from helper.validate import select_svid, validate_x509_response
+from helper.validate import select_svid, valid_from, validate_x509_response
 from helper.workload import WorkloadAPIError, WorkloadClient, watch
 from helper.writer import AtomicWriter
 from helper.x509_outputs import X509Renderer
@@ -66,11 +67,27 @@ class X509Pipeline:
         # Held while a snapshot is being written (in a worker thread): a rewrite after a
         # config reload must not interleave with a rotation's write.
         self.lock = asyncio.Lock()
+        # Set by accept() for a message refused only as not valid yet: when it will be.
+        self.valid_from: datetime | None = None
 
     def accept(self, message: workload_pb2.X509SVIDResponse) -> list[Path] | None:
-        """Validate, render and write one message. None when it was refused or not written."""
+        """Validate, render and write one message. None when it was refused or not written.
+
+        A message refused only because it is not valid yet sets `self.valid_from`: the
+        moment it will pass (the caller tries it again then, unless a newer one came).
+        """
+        self.valid_from = None
+        skew = timedelta(seconds=self.cfg.clock_skew)
         try:
-            snapshot = validate_x509_response(message)
+            snapshot = validate_x509_response(message, skew=skew)
+        except NotYetValid as exc:
+            self._refused(exc, "X.509-SVID message")
+            self.valid_from = valid_from(message, exc, skew)
+            if self.valid_from is not None:
+                log.warning("the refused X.509-SVID message is kept: it is written at %s "
+                            "(clock_skew %g s) unless a newer message arrives first",
+                            self.valid_from.isoformat(), self.cfg.clock_skew)
+            return None
         except Refused as exc:
             self._refused(exc, "X.509-SVID message")
             return None
@@ -176,19 +193,36 @@ class X509Pipeline:
                 await messages.aclose()
 
         async def process() -> None:
+            message = await latest.get()
             while True:
-                message = await latest.get()
                 # validation and the fsynced writes run off the event loop: signals, health
                 # and the receiver stay responsive, and the receiver keeps only the newest
                 async with self.lock:
                     changed = await asyncio.to_thread(self.accept, message)
                     snapshot = self.snapshot
+                    retry_at = self.valid_from
                 if changed is None or snapshot is None:
+                    message = await next_message(retry_at, message)
                     continue
                 for hook in self.hooks:
                     await hook(snapshot, changed)
                 if once:
                     return
+                message = await latest.get()
+
+        async def next_message(retry_at: datetime | None,
+                               kept: workload_pb2.X509SVIDResponse,
+                               ) -> workload_pb2.X509SVIDResponse:
+            """The next message; with `retry_at`, `kept` again at that moment (a timer,
+            not a poll) unless a newer message arrives first."""
+            if retry_at is None:
+                return await latest.get()
+            delay = (retry_at - datetime.now(timezone.utc)).total_seconds()
+            try:
+                return await asyncio.wait_for(latest.get(), max(0.0, delay))
+            except asyncio.TimeoutError:
+                log.info("the kept X.509-SVID message is valid now: writing it")
+                return kept
 
         await run_until_first(receive(), process())
 

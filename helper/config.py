@@ -142,6 +142,7 @@ class Config:
     reload_debounce: float = 0.5
     reload_cmd: tuple[str, ...] = ()  # an argument vector
     reload_timeout: float = 30.0
+    clock_skew: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", parse_address(self.agent_address))
@@ -352,6 +353,9 @@ CONFIG_KEYS: tuple[Key, ...] = (
         '["mariadb-admin", "flush-ssl"]'),
     Key("reload_timeout", "seconds", 30.0, "reload_cmd is killed (its process group) after "
         "this many seconds and counted as failed.", "10"),
+    Key("clock_skew", "delay", 60.0, "Seconds an X.509-SVID's or a JWT-SVID's notBefore "
+        "(nbf) may lie in the future, for a clock that trails the agent's. A newer X.509 "
+        "message that is not yet valid even so is kept and written once it is.", "120"),
 )
 
 

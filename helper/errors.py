@@ -41,5 +41,14 @@ class Refused(HelperError):
         super().__init__(f"{rule}: {detail}")
 
 
+class NotYetValid(Refused):
+    """Refused only because a certificate is not valid yet; valid from `valid_from`
+    (a datetime, the clock skew allowance already taken off)."""
+
+    def __init__(self, rule: str, detail: str, valid_from: object) -> None:
+        super().__init__(rule, detail)
+        self.valid_from = valid_from
+
+
 class WriteError(HelperError):
     """Writing an output file failed; the previous file is still in place."""

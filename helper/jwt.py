@@ -162,9 +162,9 @@ def check_exp(claims: Mapping[str, Any], now: datetime) -> datetime:
     return expiry
 
 
-def check_nbf(claims: Mapping[str, Any], now: datetime) -> None:
+def check_nbf(claims: Mapping[str, Any], now: datetime, skew: timedelta = CLOCK_SKEW) -> None:
     not_before = _numeric_date(claims, "nbf", "jwt_nbf")
-    if not_before is not None and not_before > now + CLOCK_SKEW:
+    if not_before is not None and not_before > now + skew:
         raise Refused("jwt_nbf", f"token is not valid before {not_before.isoformat()}")
 
 
@@ -221,6 +221,7 @@ def validate_jwt_svid(
     *,
     now: datetime | None = None,
     hint: str = "",
+    skew: timedelta = CLOCK_SKEW,
 ) -> JWTSVID:
     """Every rule above, in order; the validated JWT-SVID."""
     moment = now if now is not None else datetime.now(timezone.utc)
@@ -232,7 +233,7 @@ def validate_jwt_svid(
     spiffe_id, trust_domain = check_sub(parsed.claims)
     audiences = check_aud(parsed.claims, audience)
     expiry = check_exp(parsed.claims, moment)
-    check_nbf(parsed.claims, moment)
+    check_nbf(parsed.claims, moment, skew)
     key = check_kid_known(check_bundle(bundles, trust_domain), kid)
     check_signature(key, alg, parsed.signing_input, parsed.signature)
     return JWTSVID(token=token, spiffe_id=spiffe_id, trust_domain=trust_domain,

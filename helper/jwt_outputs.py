@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -258,7 +258,8 @@ class JWTSVIDFetcher:
         for index, item in enumerate(svids):
             try:
                 svid = validate_jwt_svid(item.svid, self.entry.jwt_audience, bundles,
-                                         hint=item.hint)
+                                         hint=item.hint,
+                                         skew=timedelta(seconds=self.cfg.clock_skew))
             except Refused as exc:
                 raise Refused(exc.rule, f"JWT-SVID {index}: {exc.detail}") from None
             if item.spiffe_id and item.spiffe_id != svid.spiffe_id:

@@ -34,12 +34,15 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from helper._proto import workload_pb2
-from helper.errors import Refused
+from helper.errors import NotYetValid, Refused
 from helper.identity import X509SVID, X509Snapshot
 from helper.spiffeid import SpiffeID, offered_hints, parse_spiffe_id, parse_trust_domain, shown
 
 log = logging.getLogger("spiffe_helper.validate")
 
+# How far in the future a notBefore may lie: the host's clock may trail the agent's (SPIRE
+# backdates notBefore by only 10 s). The config key clock_skew sets it, for JWT too.
+CLOCK_SKEW = timedelta(seconds=60)
 NEAR_EXPIRY_FRACTION = 6  # warn when less than 1/6 of the leaf's lifetime is left
 
 _SEQUENCE = 0x30
@@ -264,12 +267,16 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
-def check_leaf_validity(leaf: x509.Certificate, now: datetime, where: str) -> None:
-    """`now` is inside the leaf's validity window (rules leaf_not_yet_valid, leaf_expired)."""
-    if now < leaf.not_valid_before_utc:
-        raise Refused(
+def check_leaf_validity(
+    leaf: x509.Certificate, now: datetime, where: str, skew: timedelta = CLOCK_SKEW
+) -> None:
+    """`now` is inside the leaf's validity window (rules leaf_not_yet_valid, leaf_expired);
+    notBefore may be up to `skew` in the future (a clock that trails the agent's)."""
+    if now + skew < leaf.not_valid_before_utc:
+        raise NotYetValid(
             "leaf_not_yet_valid",
             f"{where}: leaf is valid from {leaf.not_valid_before_utc.isoformat()}",
+            leaf.not_valid_before_utc - skew,
         )
     if now > leaf.not_valid_after_utc:
         raise Refused(
@@ -277,14 +284,17 @@ def check_leaf_validity(leaf: x509.Certificate, now: datetime, where: str) -> No
         )
 
 
-def check_intermediate_validity(chain: Certificates, now: datetime, where: str) -> None:
-    """`now` is inside every intermediate's validity window."""
+def check_intermediate_validity(
+    chain: Certificates, now: datetime, where: str, skew: timedelta = CLOCK_SKEW
+) -> None:
+    """`now` is inside every intermediate's validity window (notBefore with `skew`)."""
     for index, cert in enumerate(chain[1:], start=1):
-        if now < cert.not_valid_before_utc:
-            raise Refused(
+        if now + skew < cert.not_valid_before_utc:
+            raise NotYetValid(
                 "intermediate_not_yet_valid",
                 f"{where}: chain certificate {index} is valid from "
                 f"{cert.not_valid_before_utc.isoformat()}",
+                cert.not_valid_before_utc - skew,
             )
         if now > cert.not_valid_after_utc:
             raise Refused(
@@ -306,12 +316,13 @@ def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _within(cert: x509.Certificate, now: datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+def _within(cert: x509.Certificate, now: datetime, skew: timedelta = CLOCK_SKEW) -> bool:
+    return cert.not_valid_before_utc <= now + skew and now <= cert.not_valid_after_utc
 
 
 def check_chain_verifies(
-    chain: Certificates, authorities: Certificates, trust_domain: str, now: datetime, where: str
+    chain: Certificates, authorities: Certificates, trust_domain: str, now: datetime, where: str,
+    skew: timedelta = CLOCK_SKEW,
 ) -> None:
     """Each chain certificate is signed by the next; the last by a valid bundle authority."""
     for index, (cert, issuer) in enumerate(itertools.pairwise(chain)):
@@ -329,7 +340,7 @@ def check_chain_verifies(
             f"{where}: chain does not lead to an authority of trust domain {trust_domain!r} "
             f"(issuer {last.issuer.rfc4514_string()!r})",
         )
-    if not any(_within(authority, now) for authority in issuers):
+    if not any(_within(authority, now, skew) for authority in issuers):
         raise Refused(
             "chain_verifies",
             f"{where}: the authorities of trust domain {trust_domain!r} that issued the chain "
@@ -399,7 +410,9 @@ class _Checked:
     bundle: Certificates
 
 
-def validate_svid(msg: workload_pb2.X509SVID, index: int, now: datetime) -> _Checked:
+def validate_svid(
+    msg: workload_pb2.X509SVID, index: int, now: datetime, skew: timedelta = CLOCK_SKEW
+) -> _Checked:
     """Apply every per-SVID rule to one X509SVID message."""
     where = f"svid {index}"
     spiffe_id = check_spiffe_id(msg.spiffe_id, where)
@@ -416,9 +429,9 @@ def validate_svid(msg: workload_pb2.X509SVID, index: int, now: datetime) -> _Che
     check_intermediate_is_ca(chain, where)
     check_key_matches_leaf(key, leaf, where)
     check_bundle_present(bundle, spiffe_id.trust_domain, where)
-    check_leaf_validity(leaf, now, where)
-    check_intermediate_validity(chain, now, where)
-    check_chain_verifies(chain, bundle, spiffe_id.trust_domain, now, where)
+    check_leaf_validity(leaf, now, where, skew)
+    check_intermediate_validity(chain, now, where, skew)
+    check_chain_verifies(chain, bundle, spiffe_id.trust_domain, now, where, skew)
     warn_if_near_expiry(leaf, now, where)
     svid = X509SVID(
         spiffe_id=str(spiffe_id),
@@ -432,15 +445,19 @@ def validate_svid(msg: workload_pb2.X509SVID, index: int, now: datetime) -> _Che
 
 
 def validate_x509_response(
-    resp: workload_pb2.X509SVIDResponse, *, now: datetime | None = None
+    resp: workload_pb2.X509SVIDResponse, *, now: datetime | None = None,
+    skew: timedelta = CLOCK_SKEW,
 ) -> X509Snapshot:
-    """Validate a whole X.509 response into a snapshot; raises Refused(rule, detail)."""
+    """Validate a whole X.509 response into a snapshot; raises Refused(rule, detail).
+
+    A certificate's notBefore may lie up to `skew` after `now` (the clock skew allowance).
+    """
     moment = _as_utc(now) if now is not None else datetime.now(timezone.utc)
     check_no_svids(resp)
     svids: list[X509SVID] = []
     own: dict[str, Certificates] = {}
     for index, msg in enumerate(resp.svids):
-        checked = validate_svid(msg, index, moment)
+        checked = validate_svid(msg, index, moment, skew)
         td = checked.svid.trust_domain
         check_bundle_consistent(own, td, checked.bundle, f"svid {index} ({checked.svid.spiffe_id})")
         own.setdefault(td, checked.bundle)
@@ -460,6 +477,26 @@ def validate_x509_response(
         federated=frozenset(federated),
         dropped=tuple(dropped),
     )
+
+
+def valid_from(
+    resp: workload_pb2.X509SVIDResponse, refusal: NotYetValid, skew: timedelta, *,
+    attempts: int = 8,
+) -> datetime | None:
+    """When a response refused only for being not yet valid passes every rule; None when
+    it would still be refused then for another reason."""
+    moment = refusal.valid_from
+    for _ in range(attempts):
+        assert isinstance(moment, datetime)
+        try:
+            validate_x509_response(resp, now=moment, skew=skew)
+        except NotYetValid as later:  # another certificate of it starts later still
+            moment = later.valid_from
+            continue
+        except Refused:
+            return None
+        return moment
+    return None
 
 
 def select_svid(snapshot: X509Snapshot, hint: str) -> X509SVID:

@@ -105,7 +105,7 @@ BAD: dict[str, Callable[[], workload_pb2.X509SVIDResponse]] = {
 def validator_rules() -> set[str]:
     """Every rule name helper/validate.py can refuse with."""
     source = Path(validate.__file__).read_text()
-    return set(re.findall(r'Refused\(\s*"(\w+)"', source))
+    return set(re.findall(r'(?:Refused|NotYetValid)\(\s*"(\w+)"', source))
 
 
 def test_every_validator_rule_has_a_hostile_message() -> None:
