@@ -1,7 +1,9 @@
 """The health listener: the Go helper's liveness and readiness checks, plus /metrics and /status.
 
 A small HTTP/1.1 server on asyncio streams (no dependency): GET and HEAD only, one request
-per connection (``Connection: close``), request heads bounded in size and in time.
+per connection (``Connection: close``), request heads bounded in size and in time. Idle
+connections cost a coroutine each and are dropped after READ_TIMEOUT; there is no small
+cap for them to fill (a full server drops its oldest idle connection for a new one).
 
 - ``liveness_path`` and ``readiness_path`` answer exactly as the Go tool does: 200 or 503
   with ``{"status":"OK"|"Service Unavailable","health":{"file_write_statuses":
@@ -43,7 +45,24 @@ STATUS_PATH = "/status"
 MAX_REQUEST_HEAD = 8192  # bytes: request line and headers
 READ_TIMEOUT = 5.0  # seconds to send the request head (Go: ReadHeaderTimeout 5 s)
 WRITE_TIMEOUT = 5.0  # seconds to take the response (Go: WriteTimeout 5 s)
-MAX_CONNECTIONS = 64  # connections served at once; more are closed at once
+# Connections held at once. Past this, the oldest connection still waiting for its
+# request is dropped for the new one: idle or slow clients can never lock out a probe
+# (they are dropped after READ_TIMEOUT anyway). Half the file descriptor limit, so the
+# helper keeps descriptors for its own files.
+MAX_CONNECTIONS_CAP = 4096
+
+
+def max_connections() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - POSIX has it
+        return 512
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS_CAP
+    return max(64, min(MAX_CONNECTIONS_CAP, soft // 2))
+
 
 OK_TEXT = "OK"
 UNAVAILABLE_TEXT = "Service Unavailable"
@@ -169,7 +188,10 @@ class HealthServer:
     def __init__(self, helper: Helper) -> None:
         self.helper = helper
         self.server: asyncio.Server | None = None
+        # connections still reading their request, oldest first
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
         self._connections = 0
+        self.max_connections = max_connections()
         self.read_timeout = READ_TIMEOUT
         self.write_timeout = WRITE_TIMEOUT
 
@@ -225,12 +247,19 @@ class HealthServer:
     async def _serve_connection(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter) -> None:
         self._connections += 1
+        if self._connections > self.max_connections and self._waiting:
+            # full: make room by dropping the connection that has waited longest for its
+            # request (never one being answered)
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+        self._waiting[writer] = None
         try:
-            if self._connections <= MAX_CONNECTIONS:
-                await self._answer(reader, writer)
+            await self._answer(reader, writer)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
-            pass  # the client went away or was too slow: nothing to answer
+            pass  # the client went away, was too slow or was dropped: nothing to answer
         finally:
+            self._waiting.pop(writer, None)
             self._connections -= 1
             writer.close()
             with contextlib.suppress(OSError, asyncio.TimeoutError):
@@ -240,6 +269,7 @@ class HealthServer:
         method = ""
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
+            self._waiting.pop(writer, None)  # answered now, never dropped for a newcomer
             method, path = parse_request_head(head)
             response = respond(method, path, checks=self.helper.cfg.health_checks,
                                status=self.helper.status, now=datetime.now(timezone.utc),

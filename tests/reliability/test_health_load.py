@@ -1,0 +1,96 @@
+"""Idle connections cannot take the health endpoints down (issue 12, item 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import socket
+import statistics
+import time
+
+from relutil import free_port, health_block, write_conf
+from util import HelperProcess, leaf_serial, wait_for
+
+from helper.app import Helper
+from helper.config import Config, HealthChecks
+from helper.health import HealthServer
+from helper.status import WRITTEN
+
+IDLE = 500
+
+
+def raise_nofile(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        top = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+
+
+def get_live(port: int) -> tuple[float, bytes]:
+    """Seconds until the whole answer to GET /live arrived, and the answer."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return time.monotonic() - start, reply
+
+
+def test_live_answers_within_100_ms_while_500_idle_connections_are_held(tmp_path, agent,
+                                                                        certs):
+    raise_nofile(4 * IDLE)
+    port = free_port()
+    path = write_conf(tmp_path, agent.socket_path, certs, health_block(port))
+    with HelperProcess("-config", str(path), log=tmp_path / "helper.log") as helper, \
+            contextlib.ExitStack() as held:
+        wait_for(lambda: leaf_serial(certs / "svid.pem"), what="first write")
+        wait_for(lambda: "health listener on" in helper.output(), what="health listener")
+        for _ in range(IDLE):
+            held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # the server has taken them all: a request made now queues behind none of them
+        wait_for(lambda: get_live(port)[1].startswith(b"HTTP/1.1 200 "), what="/live 200")
+        latencies = []
+        for _ in range(7):
+            took, reply = get_live(port)
+            assert reply.startswith(b"HTTP/1.1 200 "), reply[:100]
+            latencies.append(took)
+        assert statistics.median(latencies) < 0.1, latencies
+        assert max(latencies) < 1.0, latencies
+        assert helper.proc.poll() is None
+
+
+def test_a_full_server_drops_its_oldest_idle_connection_for_a_probe():
+    async def scenario() -> tuple[bytes, int]:
+        port = free_port()
+        cfg = Config(svid_file_name="s", svid_key_file_name="k", svid_bundle_file_name="b",
+                     health_checks=HealthChecks(True, port, bind_address="127.0.0.1"))
+        helper = Helper(cfg)
+        helper.status.x509_write_status = WRITTEN
+        server = HealthServer(helper)
+        server.max_connections = 8
+        server.read_timeout = 60  # idle ones are not dropped by the timeout here
+        await server.start()
+        idle = []
+        try:
+            for _ in range(20):
+                idle.append(await asyncio.open_connection("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /live HTTP/1.1\r\n\r\n")
+            reply = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            # the oldest idle ones were closed by the server
+            dropped = 0
+            for r, _ in idle[:10]:
+                with contextlib.suppress(ConnectionError):
+                    dropped += await asyncio.wait_for(r.read(), 2) == b""
+            return reply, dropped
+        finally:
+            for _, w in idle:
+                w.close()
+            await server.stop()
+
+    reply, dropped = asyncio.run(scenario())
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert dropped == 10
