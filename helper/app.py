@@ -345,7 +345,8 @@ class Helper:
         if self.pipeline is None:
             return
         async with self.pipeline.lock:
-            changed = self.pipeline.rewrite()
+            # thousands of fsynced files (a credential folder): never on the event loop
+            changed = await asyncio.to_thread(self.pipeline.rewrite)
             snapshot = self.pipeline.snapshot
         if changed is not None and snapshot is not None:
             await self._on_change(snapshot, changed)
@@ -362,7 +363,9 @@ class Helper:
 
     async def run(self) -> int:
         """Run until done. Returns the process exit code."""
-        for stale in self.writer.cleanup_stale(output_directories(self.cfg)):
+        stale_files = await asyncio.to_thread(self.writer.cleanup_stale,
+                                              output_directories(self.cfg))
+        for stale in stale_files:
             log.info("removed temp file %s left by an earlier run", stale)
         self.client = WorkloadClient(self.cfg.address)
         try:

@@ -158,7 +158,7 @@ class JWTOutputs:
                           self.cfg.jwt_bundle_file_mode, secret=False)
         key = str(self.bundle_path)
         try:
-            changed = self.writer.write_set([file])
+            changed = await asyncio.to_thread(self.writer.write_set, [file])
         except WriteError as exc:
             self.status.jwt_write_status[key] = FAILED
             self.status.write_failures += 1
@@ -199,7 +199,7 @@ class JWTSVIDFetcher:
         return str(self.path)
 
     async def run(self, client: WorkloadClient, *, once: bool) -> None:
-        self._forget_expired_token_on_disk()
+        await asyncio.to_thread(self._forget_expired_token_on_disk)
         while True:
             svid = await self._renew(client)
             if svid is not None:
@@ -220,7 +220,7 @@ class JWTSVIDFetcher:
             response = await client.fetch_jwt_svid(self.audience)
             bundles = await self.outputs.wait_bundles()
             svid = self._validate(response.svids, bundles)
-            changed = self.outputs.writer.write_set([OutputFile(
+            changed = await asyncio.to_thread(self.outputs.writer.write_set, [OutputFile(
                 self.path, svid.token.encode("ascii"), self.cfg.jwt_svid_file_mode,
                 secret=True)])
         except WorkloadAPIError as exc:
@@ -282,7 +282,7 @@ class JWTSVIDFetcher:
             step = max(0.0, until_expiry)
             await asyncio.sleep(step)
             delay -= step
-            self._expire(report=True)
+            await asyncio.to_thread(self._expire, report=True)
 
     def _expire(self, *, report: bool) -> None:
         """The token on disk expired without a renewal: remove it; `report` the failure

@@ -94,3 +94,59 @@ def test_a_full_server_drops_its_oldest_idle_connection_for_a_probe():
     reply, dropped = asyncio.run(scenario())
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert dropped == 10
+
+
+# --- issue 12, item 11: writes never block the event loop ---------------------------------
+
+FEDERATED = 2000
+
+
+def test_live_stays_fast_while_a_reload_rewrites_2000_credential_folder_files(tmp_path,
+                                                                              certs):
+    import signal
+    import threading
+
+    import pki
+
+    from helper.devagent import DevAgentThread
+
+    other = pki.TrustDomainCA.create("other.org")
+    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as agent:
+        message = agent.current
+        for n in range(FEDERATED):
+            message.federated_bundles[f"td{n}.example"] = other.root.der
+        agent.push(message)
+        port = free_port()
+        (certs / "creds").mkdir()
+        extra = 'credential_folder = "creds"\ncert_file_mode = 0644\n' + health_block(port)
+        path = write_conf(tmp_path, agent.socket_path, certs, extra)
+        creds = certs / "creds"
+        with HelperProcess("-config", str(path), log=tmp_path / "helper.log") as helper:
+            last = creds / f"td{FEDERATED - 1}.example.spiffe-trust-bundle.x509.pem"
+            wait_for(lambda: last.exists(), timeout=60, what="the credential folder written")
+            wait_for(lambda: get_live(port)[1].startswith(b"HTTP/1.1 200 "), what="/live")
+            path.write_text(path.read_text().replace("cert_file_mode = 0644",
+                                                     "cert_file_mode = 0640"))
+            latencies: list[float] = []
+            done = threading.Event()
+
+            def probe() -> None:
+                while not done.is_set():
+                    try:
+                        latencies.append(get_live(port)[0])
+                    except OSError:  # timed out: the loop was blocked
+                        latencies.append(float("inf"))
+
+            prober = threading.Thread(target=probe)
+            prober.start()
+            try:
+                wait_for(lambda: len(latencies) >= 3, what="probes before the reload")
+                helper.proc.send_signal(signal.SIGHUP)
+                wait_for(lambda: last.stat().st_mode & 0o777 == 0o640, timeout=60,
+                         what="every file rewritten with the new mode")
+            finally:
+                done.set()
+                prober.join()
+            assert len(latencies) >= 10, latencies
+            assert max(latencies) < 0.5, sorted(latencies)[-5:]
+            assert helper.proc.poll() is None
