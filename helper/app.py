@@ -334,7 +334,8 @@ class Helper:
             self.pipeline.set_config(cfg)
 
     def request_reconnect(self) -> None:
-        """Re-open the Workload API stream on `self.cfg.address` (agent_address changed)."""
+        """Re-open the Workload API streams of `self.pipelines` on `self.cfg.address`
+        (agent_address changed, or a pipeline was added or removed)."""
         self._reconnect.set()
 
     async def rewrite_current(self) -> None:
@@ -401,6 +402,11 @@ class Helper:
                 reconnect_requested())
             if code is not None:
                 return code
+            if self.client.address == self.cfg.address:
+                # the pipelines changed (a reload turned the JWT outputs on or off)
+                log.info("re-opening the Workload API streams for %s",
+                         ", ".join(self.pipelines) or "nothing")
+                continue
             old, self.client = self.client, WorkloadClient(self.cfg.address)
             self.status.stream_healthy = False
             log.info("agent_address changed: re-connecting from %s to %s",

@@ -64,10 +64,23 @@ def refresh_delay(expiry: datetime, now: datetime) -> float:
     return max(0.0, min(remaining / 2 + 1.0, remaining * 0.75, MAX_REFRESH_DELAY))
 
 
-def attach(helper: Helper) -> None:
+def attach(helper: Helper) -> JWTOutputs:
     outputs = JWTOutputs(helper.cfg, helper.writer, helper.status,
                          on_first_write=lambda: helper.pipeline_written(PIPELINE))
     helper.pipelines[PIPELINE] = outputs.run
+
+    async def reconfigure(old: Config, new: Config) -> None:
+        if new.needs_jwt:
+            await outputs.reconfigure(new)
+            return
+        # a reload turned the JWT outputs off: stop them and remove what they wrote
+        helper.reconfigure_hooks.remove(reconfigure)
+        helper.pipelines.pop(PIPELINE, None)
+        helper.request_reconnect()
+        await outputs.retire()
+
+    helper.reconfigure_hooks.append(reconfigure)
+    return outputs
 
 
 class JWTOutputs:
@@ -90,6 +103,114 @@ class JWTOutputs:
             self._unwritten.add(self.bundle_path)
         for path in self._unwritten:  # the Go helper's health keys: path.Join(cert_dir, name)
             status.jwt_write_status.setdefault(str(path), UNWRITTEN)
+        # daemon mode: the task of each fetcher, while the pipeline runs
+        self._tasks: dict[JWTSVIDFetcher, asyncio.Task[None]] | None = None
+        self._tasks_changed = asyncio.Event()
+        self.retired = False  # turned off by a reload: nothing is written any more
+
+    # --- a reload ---------------------------------------------------------------------
+
+    async def reconfigure(self, new: Config) -> None:
+        """Bring the JWT outputs in line with `new` at once: the bundle file and the kept
+        tokens written again (names, modes, owner), new entries fetched, the files of
+        removed entries removed."""
+        old_cfg, self.cfg = self.cfg, new
+        bundle_path = new.output_path(new.jwt_bundle_file_name) \
+            if new.jwt_bundle_file_name else None
+        if bundle_path != self.bundle_path:
+            if self.bundle_path is not None:
+                await self._forget(self.bundle_path)
+            self.bundle_path = bundle_path
+            if bundle_path is not None:
+                self.status.jwt_write_status[str(bundle_path)] = UNWRITTEN
+        if self.bundle_path is not None and self.bundles is not None:
+            await self._write_bundle_file(self.bundles)
+        current = {f.identity: f for f in self.fetchers}
+        fetchers: list[JWTSVIDFetcher] = []
+        restart: list[JWTSVIDFetcher] = []
+        for entry in new.jwt_svids:
+            fetcher = current.pop(JWTSVIDFetcher.identity_of(entry, new), None)
+            if fetcher is None:
+                fetcher = JWTSVIDFetcher(entry, self)
+                self.status.jwt_write_status[fetcher.key] = UNWRITTEN
+                restart.append(fetcher)
+            else:
+                fetcher.entry, fetcher.cfg = entry, new
+                if new.hint != old_cfg.hint:
+                    restart.append(fetcher)  # another token may be the one to write
+                else:
+                    await fetcher.rewrite()
+            fetchers.append(fetcher)
+        self.fetchers = fetchers
+        for gone in current.values():
+            await self._stop_task(gone)
+            self.status.jwt_expiry.pop(gone.entry.jwt_audience, None)
+            if gone.path not in {f.path for f in fetchers} and gone.path != self.bundle_path:
+                await self._forget(gone.path)
+        if self._tasks is not None:
+            for fetcher in restart:
+                await self._stop_task(fetcher)
+            self._tasks_changed.set()
+
+    async def retire(self) -> None:
+        """The JWT outputs were turned off: remove their files and health entries."""
+        self.retired = True
+        for fetcher in self.fetchers:
+            await self._stop_task(fetcher)
+        paths = [f.path for f in self.fetchers]
+        if self.bundle_path is not None:
+            paths.append(self.bundle_path)
+        for fetcher in self.fetchers:
+            self.status.jwt_expiry.pop(fetcher.entry.jwt_audience, None)
+        for path in paths:
+            await self._forget(path)
+
+    async def _forget(self, path: Path) -> None:
+        """An output no longer configured: its file removed, its health entry dropped."""
+        self.status.jwt_write_status.pop(str(path), None)
+        self._unwritten.discard(path)
+        try:
+            await asyncio.to_thread(self.writer.remove, [path])
+        except WriteError as exc:
+            log.error("%s is no longer configured but cannot be removed: %s", path, exc)
+            return
+        log.info("%s is no longer configured: removed", path)
+
+    async def _stop_task(self, fetcher: JWTSVIDFetcher) -> None:
+        task = self._tasks.pop(fetcher, None) if self._tasks is not None else None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run_fetchers(self, client: WorkloadClient) -> None:
+        """Daemon mode: every fetcher in a task of its own, as a reload adds or removes
+        them. A final Workload API error of one ends the pipeline."""
+        self._tasks = {}
+        try:
+            while True:
+                for fetcher in self.fetchers:
+                    if fetcher not in self._tasks:
+                        self._tasks[fetcher] = asyncio.ensure_future(
+                            fetcher.run(client, once=False))
+                self._tasks_changed.clear()
+                changed = asyncio.ensure_future(self._tasks_changed.wait())
+                try:
+                    done, _ = await asyncio.wait({changed, *self._tasks.values()},
+                                                return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+                for task in done:
+                    if task is not changed and not task.cancelled():
+                        task.result()  # a final WorkloadAPIError ends the pipeline
+                        # a fetcher never returns in daemon mode; if it did, restart it
+                        for fetcher, running in list(self._tasks.items()):
+                            if running is task:
+                                del self._tasks[fetcher]
+        finally:
+            tasks, self._tasks = list(self._tasks.values()), None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- the pipeline -----------------------------------------------------------------
 
@@ -102,8 +223,7 @@ class JWTOutputs:
         if once:
             await run_until_first(self.watch_bundles(client), self._write_all_once(client))
         else:
-            await run_until_first(self.watch_bundles(client),
-                                  *(f.run(client, once=False) for f in self.fetchers))
+            await run_until_first(self.watch_bundles(client), self._run_fetchers(client))
 
     async def _write_all_once(self, client: WorkloadClient) -> None:
         await run_all(self._bundle_file_written(), *(f.run(client, once=True)
@@ -154,6 +274,8 @@ class JWTOutputs:
 
     async def _write_bundle_file(self, bundles: dict[str, JWTBundle]) -> None:
         assert self.bundle_path is not None
+        if self.retired:
+            return
         file = OutputFile(self.bundle_path, jwt_bundle_file_json(bundles),
                           self.cfg.jwt_bundle_file_mode, secret=False)
         key = str(self.bundle_path)
@@ -192,11 +314,39 @@ class JWTSVIDFetcher:
         self.path = outputs.cfg.output_path(entry.jwt_svid_file_name)
         self.audience = [entry.jwt_audience, *entry.jwt_extra_audiences]
         self.expiry: datetime | None = None  # of the token on disk
+        self.token: str | None = None  # the token this helper wrote, for a rewrite
         self.backoff = jwt_retry_backoff()
+        # a write and a reload's rewrite never interleave (a stale token never wins)
+        self.lock = asyncio.Lock()
+
+    @staticmethod
+    def identity_of(entry: JWTSVIDConfig, cfg: Config) -> tuple[Path, tuple[str, ...]]:
+        """What makes a `jwt_svids` entry the same across a reload: its file and audiences."""
+        return (cfg.output_path(entry.jwt_svid_file_name),
+                (entry.jwt_audience, *entry.jwt_extra_audiences))
+
+    @property
+    def identity(self) -> tuple[Path, tuple[str, ...]]:
+        return self.identity_of(self.entry, self.cfg)
 
     @property
     def key(self) -> str:
         return str(self.path)
+
+    async def rewrite(self) -> None:
+        """Write the current token again with the settings in force (mode, owner)."""
+        async with self.lock:
+            if self.token is None or self.expiry is None or self.expiry <= _now():
+                return
+            try:
+                await asyncio.to_thread(self.outputs.writer.write_set, [OutputFile(
+                    self.path, self.token.encode("ascii"), self.cfg.jwt_svid_file_mode,
+                    secret=True)])
+            except WriteError as exc:
+                self.status.jwt_write_status[self.key] = FAILED
+                self.status.write_failures += 1
+                self.status.last_error = str(exc)
+                log.error("writing the JWT-SVID again failed: %s", exc)
 
     async def run(self, client: WorkloadClient, *, once: bool) -> None:
         await asyncio.to_thread(self._forget_expired_token_on_disk)
@@ -220,9 +370,11 @@ class JWTSVIDFetcher:
             response = await client.fetch_jwt_svid(self.audience)
             bundles = await self.outputs.wait_bundles()
             svid = self._validate(response.svids, bundles)
-            changed = await asyncio.to_thread(self.outputs.writer.write_set, [OutputFile(
-                self.path, svid.token.encode("ascii"), self.cfg.jwt_svid_file_mode,
-                secret=True)])
+            async with self.lock:
+                changed = await asyncio.to_thread(self.outputs.writer.write_set, [OutputFile(
+                    self.path, svid.token.encode("ascii"), self.cfg.jwt_svid_file_mode,
+                    secret=True)])
+                self.token = svid.token
         except WorkloadAPIError as exc:
             if exc.final:
                 raise

@@ -1,18 +1,21 @@
 """Live configuration reload: SIGHUP, and with ``watch_config = true`` a change of the file.
 
 The file is read and validated again. An invalid config is logged in one line and the one
-in force stays. A valid one takes effect without dropping the Workload API stream or the
-child wherever the change allows it:
+in force stays. A valid one takes effect without dropping the child, and the Workload API
+stream wherever the change allows it. Every key of the registry has its place in
+`RELOAD_EFFECTS` (tests/test_reload_keys.py walks the registry, so a new key cannot be
+forgotten):
 
-- output names, cert_dir, modes, hint and the X.509 layout options: the current SVID is
-  written again at once with the new settings (old files are left where they are);
-- the health listener's address and port: it is re-bound; its paths apply at once;
-- log_level and log_format: at once (unless set on the command line);
-- renew_signal, pid_file_name, JWT outputs, watch_config: in force for the next event,
-  and passed to every feature's reconfigure hook;
-- agent_address: the stream is re-opened on the new address;
-- daemon_mode, cmd, cmd_args and turning the X.509 outputs on or off need a restart: they
-  keep their old values (logged as a warning) and everything else is applied.
+- ``x509``: the current X.509-SVID is written again at once with the new settings (names,
+  modes, owner, layouts; files under old names are left where they are);
+- ``jwt``: the JWT outputs are brought in line at once: tokens and the bundle file are
+  written again (new modes, owner, names), a new ``jwt_svids`` entry is fetched, the file
+  of a removed one is removed; turning the JWT outputs on or off starts or stops them;
+- ``live``: in force at once, for the next event (health listener re-bound, log settings,
+  signals, reload_cmd, agent_address re-connects, clock_skew for the next message, ...);
+- ``child``: in force when cmd next starts (its environment and stdin);
+- ``restart``: daemon_mode, cmd, cmd_args, and turning the X.509 outputs on or off need a
+  new process: they keep their old values, and the reload says so in one line.
 
 `plan_reload` (what changed, what applies live) is pure; the rest is the I/O around it.
 """
@@ -39,15 +42,40 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spiffe_helper.reload")
 
+X509, JWT, LIVE, CHILD, RESTART = "x509", "jwt", "live", "child", "restart"
+EFFECTS = frozenset({X509, JWT, LIVE, CHILD, RESTART})
+# What a change of each key does at a reload (health_checks sub-keys dotted).
+RELOAD_EFFECTS: dict[str, frozenset[str]] = {
+    **dict.fromkeys((
+        "svid_file_name", "svid_key_file_name", "svid_bundle_file_name", "cert_file_mode",
+        "key_file_mode", "add_intermediates_to_bundle", "include_federated_domains",
+        "omit_expired", "x509_svids", "svid_combined_file_name", "pkcs12_file_name",
+        "pkcs12_password_file", "credential_folder", "spiffe_bundle_map_file_name",
+    ), frozenset({X509})),
+    **dict.fromkeys(("cert_dir", "hint", "file_owner", "file_group"), frozenset({X509, JWT})),
+    **dict.fromkeys(("jwt_svids", "jwt_bundle_file_name", "jwt_bundle_file_mode",
+                     "jwt_svid_file_mode"), frozenset({JWT})),
+    **dict.fromkeys((
+        "agent_address", "pid_file_name", "renew_signal", "startup_timeout", "watch_config",
+        "log_level", "log_format", "renew_action", "stop_signal", "stop_timeout",
+        "on_cmd_exit", "reload_debounce", "reload_cmd", "reload_timeout", "clock_skew",
+        "health_checks.listener_enabled", "health_checks.bind_port",
+        "health_checks.liveness_path", "health_checks.readiness_path",
+        "health_checks.bind_address",
+    ), frozenset({LIVE})),
+    **dict.fromkeys(("cmd_stdin", "cmd_env"), frozenset({CHILD})),
+    **dict.fromkeys(("daemon_mode", "cmd", "cmd_args"), frozenset({RESTART})),
+}
 # Rendering the X.509 files reads these: a change means writing the current SVID again.
-REWRITE_KEYS = frozenset({
-    "cert_dir", "svid_file_name", "svid_key_file_name", "svid_bundle_file_name",
-    "cert_file_mode", "key_file_mode", "add_intermediates_to_bundle",
-    "include_federated_domains", "omit_expired", "hint",
-})
+REWRITE_KEYS = frozenset(k for k, effects in RELOAD_EFFECTS.items() if X509 in effects)
+JWT_KEYS = frozenset(k for k, effects in RELOAD_EFFECTS.items() if JWT in effects)
 # Changes that need a new process; their old values stay in force until then.
-RESTART_KEYS = ("daemon_mode", "cmd", "cmd_args")
+RESTART_KEYS = tuple(k for k, effects in RELOAD_EFFECTS.items() if RESTART in effects)
 X509_NAMES = ("svid_file_name", "svid_key_file_name", "svid_bundle_file_name")
+# The keys that turn X.509 outputs on: the X.509 stream runs only when one is set at start.
+X509_OUTPUT_KEYS = (*X509_NAMES, "x509_svids", "svid_combined_file_name", "pkcs12_file_name",
+                    "credential_folder", "spiffe_bundle_map_file_name")
+JWT_OUTPUT_KEYS = ("jwt_svids", "jwt_bundle_file_name")
 LOG_KEYS = frozenset({"log_level", "log_format"})
 DEBOUNCE_SECONDS = 0.2
 
@@ -67,6 +95,10 @@ class ReloadPlan:
     @property
     def rewrite_files(self) -> bool:
         return any(key in REWRITE_KEYS for key in self.applied)
+
+    @property
+    def rewrite_jwt(self) -> bool:
+        return any(key in JWT_KEYS for key in self.applied)
 
     @property
     def reconnect(self) -> bool:
@@ -99,12 +131,16 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     changed = changed_keys(old, new)
     deferred = [key for key in RESTART_KEYS if key in changed]
     keep: dict[str, Any] = {key: getattr(old, key) for key in deferred}
-    if old.x509_enabled != new.x509_enabled:
+    if old.x509_enabled != new.x509_enabled or old.needs_x509 != new.needs_x509:
         # The X.509 stream and its statuses are set up at start.
-        x509_changed = [key for key in X509_NAMES if key in changed]
-        deferred += x509_changed
-        keep.update({key: getattr(old, key) for key in X509_NAMES})
+        deferred += [key for key in X509_OUTPUT_KEYS if key in changed]
+        keep.update({key: getattr(old, key) for key in X509_OUTPUT_KEYS})
     config = dataclasses.replace(new, **keep) if keep else new
+    if old.needs_jwt and not config.needs_jwt and not config.needs_x509:
+        # the JWT outputs cannot stop while nothing else runs
+        deferred += [key for key in JWT_OUTPUT_KEYS if key in changed]
+        config = dataclasses.replace(config, **{key: getattr(old, key)
+                                                for key in JWT_OUTPUT_KEYS})
     return ReloadPlan(changed=changed, deferred=tuple(deferred), config=config)
 
 
@@ -159,9 +195,10 @@ class Reloader:
         if not plan.changed:
             log.info("config reload (%s): %s has no change", why, source)
             return True
-        for key in plan.deferred:
-            log.warning("config reload (%s): %s changed in %s; it takes effect when the "
-                        "helper is restarted", why, key, source)
+        if plan.deferred:
+            log.warning("config reload (%s): %s changed in %s but only take effect when "
+                        "the helper is restarted; their old values stay in force",
+                        why, ", ".join(plan.deferred), source)
         if not plan.applied:
             return True
         helper.set_config(plan.config)
@@ -169,10 +206,18 @@ class Reloader:
             logs.setup(plan.config.log_level, plan.config.log_format)
         for warning in config_warnings(plan.config):
             log.warning("%s: %s", source, warning)
-        log.info("config reload (%s): %s now in force: %s changed", why, source,
-                 ", ".join(plan.applied))
-        for hook in helper.reconfigure_hooks:
+        child = [key for key in plan.applied if CHILD in RELOAD_EFFECTS.get(key, ())]
+        log.info("config reload (%s): %s now in force: %s changed%s", why, source,
+                 ", ".join(plan.applied),
+                 f" ({', '.join(child)} when cmd next starts)" if child else "")
+        # a copy: a hook may attach or detach features (the JWT outputs)
+        for hook in list(helper.reconfigure_hooks):
             await hook(old, plan.config)
+        if plan.rewrite_jwt and not old.needs_jwt and plan.config.needs_jwt:
+            from helper import jwt_outputs
+
+            jwt_outputs.attach(helper)
+            helper.request_reconnect()  # the pipelines start again, the JWT one with them
         if plan.rewrite_files:
             await helper.rewrite_current()
         if plan.reconnect:
