@@ -196,9 +196,9 @@ class Reloader:
             log.info("config reload (%s): %s has no change", why, source)
             return True
         if plan.deferred:
-            log.warning("config reload (%s): %s changed in %s but only take effect when "
-                        "the helper is restarted; their old values stay in force",
-                        why, ", ".join(plan.deferred), source)
+            log.warning("config reload (%s): restart-only settings changed in %s: %s; "
+                        "they take effect when the helper is restarted, their old values "
+                        "stay in force until then", why, source, ", ".join(plan.deferred))
         if not plan.applied:
             return True
         helper.set_config(plan.config)

@@ -68,3 +68,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_jwt_hint_that_matches_no_token_names_the_hints_offered():
+    import pytest
+
+    from helper.errors import Refused
+    from helper.jwt import JWTSVID, select_jwt_svid
+
+    def token(hint: str) -> JWTSVID:
+        return JWTSVID(token="t", spiffe_id="spiffe://example.org/w", trust_domain="example.org",
+                       audience=("a",), expiry=None, key_id="k", hint=hint)  # type: ignore[arg-type]
+
+    with pytest.raises(Refused) as refused:
+        select_jwt_svid([token("internal"), token("external")], "other")
+    assert refused.value.rule == "hint_not_found"
+    assert "hints offered: 'external', 'internal'" in refused.value.detail
