@@ -46,6 +46,7 @@ from helper.cmdargs import split_cmd_args
 from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
 from helper.hcl_tables import lr_parser
+from helper.safefile import TooLarge, read_small_file
 from helper.spiffeid import parse_spiffe_id
 
 DEFAULT_AGENT_ADDRESS = "/tmp/spire-agent/public/api.sock"
@@ -734,9 +735,11 @@ def read_password_file(cfg: Config) -> bytes:
     itself never appears in an error.
     """
     where = "pkcs12_password_file"
-    try:
-        with open(cfg.pkcs12_password_file, "rb") as handle:
-            data = handle.read(MAX_PASSWORD_BYTES + 3)
+    try:  # never blocks: a FIFO or device there is refused, not waited on
+        data = read_small_file(cfg.pkcs12_password_file, MAX_PASSWORD_BYTES + 2).data
+    except TooLarge:
+        raise ConfigError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes",
+                          file=cfg.source, key=where) from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"cannot read {_shown(cfg.pkcs12_password_file)}: {reason}",
