@@ -1220,6 +1220,21 @@ def _check_distinct_outputs(cfg: Config, ctx: _Context) -> None:
         seen[path] = where
 
 
+NAME_MAX = 255  # bytes in one file name (Linux, every common file system)
+
+
+def _check_name_lengths(cfg: Config, ctx: _Context) -> None:
+    """Every name the helper writes must fit one directory entry (ENAMETOOLONG otherwise,
+    at every write)."""
+    names = [("credential_folder", cfg.credential_folder), *output_file_names(cfg)]
+    for where, name in names:
+        for part in name.split("/"):
+            size = len(part.encode("utf-8", "surrogatepass"))
+            if size > NAME_MAX:
+                raise ctx.error(where, f"a file name in it is {size} bytes long; at most "
+                                f"{NAME_MAX} fit in a directory entry (NAME_MAX)")
+
+
 def _check_health_paths(cfg: Config, ctx: _Context) -> None:
     checks = cfg.health_checks
     if checks.listener_enabled and checks.liveness_path == checks.readiness_path:
@@ -1251,6 +1266,7 @@ _CONFIG_CHECKS: tuple[Callable[[Config, _Context], None], ...] = (
     _check_x509_svids,
     _check_pkcs12,
     _check_distinct_outputs,
+    _check_name_lengths,
     _check_health_paths,
 )
 

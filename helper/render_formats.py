@@ -40,6 +40,7 @@ from helper.jwks import X509_SVID_USE, JWTBundleSet, jwk, jwks_json
 from helper.render import OutputFile, bundle_certificates, certificates_pem, pem_block
 
 PKCS12_ALIAS = b"spiffe"
+NAME_MAX = 255
 _PKCS12_KEY_TYPES = (rsa.RSAPrivateKey, dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey,
                      ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
 # SPIFFE Filesystem Delivery is a draft (spiffe/spiffe PR #376). Its revisions name the
@@ -187,6 +188,12 @@ def trust_bundle_file_name(trust_domain: str) -> str:
     return f"{trust_domain}{TRUST_BUNDLE_SUFFIX}"
 
 
+def trust_bundle_name_fits(trust_domain: str) -> bool:
+    """False when the trust domain's file name is longer than a directory entry allows
+    (NAME_MAX, 255 bytes: a valid trust domain name may be up to 255 bytes itself)."""
+    return len(trust_bundle_file_name(trust_domain).encode("utf-8", "surrogatepass")) <= NAME_MAX
+
+
 def trust_domain_of_file(name: str) -> str | None:
     """The trust domain a trust bundle file name is for, or None for other names."""
     if not name.endswith(TRUST_BUNDLE_SUFFIX) or name.startswith("."):
@@ -221,12 +228,14 @@ def render_credential_folder(
     """The credential folder's files: one trust bundle per trust domain of the snapshot
     (own and federated), then the credential bundle. Trust bundle files `present` in the
     folder whose trust domain left the snapshot are redacted: written empty, as the
-    standard asks (an empty file means "withdrawn"; a missing one may be a remount)."""
+    standard asks (an empty file means "withdrawn"; a missing one may be a remount).
+    A trust domain whose file name cannot be made (`trust_bundle_name_fits`) is left out;
+    the caller reports it."""
     files = [
         OutputFile(folder / trust_bundle_file_name(td),
                    certificates_pem(snapshot.bundles[td], omit_expired=False, now=_EPOCH),
                    cert_mode, secret=False)
-        for td in sorted(snapshot.bundles)
+        for td in sorted(snapshot.bundles) if trust_bundle_name_fits(td)
     ]
     named = {td for td in map(trust_domain_of_file, present) if td is not None}
     files += [

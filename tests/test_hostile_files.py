@@ -323,7 +323,7 @@ def test_a_230_byte_output_name_is_written(tmp_path, agent, certs):
     assert writer.write_set([OutputFile(certs / name, b"data", 0o644, secret=False)])
     assert (certs / name).read_bytes() == b"data"
     conf = write_conf(tmp_path, agent, certs, f'svid_combined_file_name = "{name}"\n')
-    assert run_helper("-config", str(conf), "check-config").returncode == 0
+    assert run_helper("check-config", "-config", str(conf)).returncode == 0
     with Run(tmp_path, conf) as helper:
         wait_for(lambda: b"PRIVATE KEY" in (certs / name).read_bytes(), what="the combined file")
         assert "File name too long" not in helper.log()
@@ -331,12 +331,12 @@ def test_a_230_byte_output_name_is_written(tmp_path, agent, certs):
 
 def test_check_config_refuses_output_names_over_name_max(tmp_path, agent, certs):
     conf = write_conf(tmp_path, agent, certs, f'svid_combined_file_name = "{"c" * 256}"\n')
-    result = run_helper("-config", str(conf), "check-config")
+    result = run_helper("check-config", "-config", str(conf))
     assert result.returncode == 2
     assert "svid_combined_file_name" in result.stderr
     assert "255" in result.stderr
     conf = write_conf(tmp_path, agent, certs, f'credential_folder = "{"f" * 256}/x"\n')
-    result = run_helper("-config", str(conf), "check-config")
+    result = run_helper("check-config", "-config", str(conf))
     assert result.returncode == 2
     assert "credential_folder" in result.stderr
 
