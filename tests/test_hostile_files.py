@@ -439,7 +439,7 @@ def test_a_keystore_with_2_to_the_31_mac_iterations_does_not_stall_start_up(
         wait_for(lambda: (certs / "k.p12").exists(), what="the first keystore")
     good = (certs / "k.p12").read_bytes()
     assert pkcs12.load_pkcs12(with_mac_iterations(good, 2048), b"pw") is not None
-    hostile = with_mac_iterations(good, 2 ** 31)
+    hostile = with_mac_iterations(good, 2 ** 31 - 1)  # OpenSSL refuses 2^31 itself
     (certs / "k.p12").write_bytes(hostile)
     began = time.monotonic()
     with Run(tmp_path, conf):
@@ -455,7 +455,9 @@ def test_pkcs12_iteration_counts_are_checked_before_any_key_derivation():
     data = pkcs12_bytes(_an_svid(), b"pw")
     assert pkcs12_iterations_ok(data)
     assert pkcs12_iterations_ok(pkcs12_bytes(_an_svid(), None))
+    assert not pkcs12_iterations_ok(with_mac_iterations(data, 2 ** 31 - 1))
     assert not pkcs12_iterations_ok(with_mac_iterations(data, 2 ** 31))
+    assert not pkcs12_iterations_ok(with_mac_iterations(data, 0))
     assert not pkcs12_iterations_ok(b"\x30\x80garbage")
     assert not pkcs12_iterations_ok(b"")
 
@@ -468,3 +470,25 @@ def _an_svid():
     leaf = make_leaf(root, "spiffe://example.org/w")
     return X509SVID("spiffe://example.org/w", "example.org", (leaf.cert,), leaf.key,
                     pkcs8_der(leaf.key))
+
+
+def test_a_bundle_map_with_an_odd_sequence_is_ignored_whole():
+    seq = BundleSequences()
+    seq.seed(b'{"trust_domains": {"a.org": {"spiffe_sequence": 5, "keys": []},'
+             b' "b.org": {"spiffe_sequence": ' + b"9" * 40 + b', "keys": []}}}')
+    assert seq.known == {}
+    seq.seed(b'{"trust_domains": {"a.org": {"spiffe_sequence": 5, "keys": []}}}')
+    assert seq.known["a.org"][1] == 5
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    return bytes([tag]) + _der_len(len(body)) + body
+
+
+def test_iteration_counts_are_found_inside_encapsulated_der():
+    from helper.render_formats import pkcs12_iterations_ok
+    def params(count: int) -> bytes:
+        inner = _tlv(0x30, _tlv(0x04, b"saltsalt") + _tlv(0x02, count.to_bytes(4, "big")))
+        return _tlv(0x30, _tlv(0x02, b"\x03") + _tlv(0x04, inner))
+    assert pkcs12_iterations_ok(params(20000))
+    assert not pkcs12_iterations_ok(params(1 << 30))
