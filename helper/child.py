@@ -131,6 +131,7 @@ def can_set_death_signal() -> bool:
     """Linux, an interpreter to run the trampoline, and the main thread (the parent-death
     signal fires when the thread that spawned the child ends)."""
     return (sys.platform.startswith("linux") and bool(sys.executable)
+            and not getattr(sys, "frozen", False)  # a frozen binary takes no -c
             and threading.current_thread() is threading.main_thread())
 
 
