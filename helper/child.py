@@ -75,24 +75,30 @@ def child_environment(base: Mapping[str, str], *extra: Mapping[str, str]) -> dic
     return env
 
 
-PR_SET_PDEATHSIG = 1
-EXIT_EXEC_FAILED = 127
-
-# Runs in the child, between spawn and exec (see the module docstring). argv: the helper's
-# pid, the signal, the program's path, then the program's argv. Its own argv and
-# environment are read back from /proc/self as the exact bytes the kernel got (Python may
-# change os.environ at start: C locale coercion).
+# Runs in the child, between spawn and exec (see the module docstring). argv after "--":
+# the helper's pid, the signal, the program's path, then the program's argv (sys.orig_argv
+# round-trips to the exact bytes). The environment is read back from /proc/self as the
+# exact bytes the kernel got (Python may change os.environ at start: C locale coercion).
 TRAMPOLINE = """\
-import ctypes, os, signal
-with open("/proc/self/cmdline", "rb") as f:
-    args = f.read().split(b"\\0")[:-1]
-with open("/proc/self/environ", "rb") as f:
-    env = dict(e.split(b"=", 1) for e in f.read().split(b"\\0") if b"=" in e)
+import os, signal, sys
+args = [os.fsencode(a) for a in sys.orig_argv]
+try:
+    with open("/proc/self/environ", "rb") as f:
+        env = dict(e.split(b"=", 1) for e in f.read().split(b"\\0") if b"=" in e)
+except OSError:
+    env = dict(os.environb)
 at = args.index(b"--") + 1
 parent, sig, path, argv = int(args[at]), int(args[at + 1]), args[at + 2], args[at + 3:]
 for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, sig):
-    signal.signal(s, signal.SIG_DFL)
-ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)
+    try:
+        signal.signal(s, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+except Exception:
+    pass
 if os.getppid() != parent:
     os.kill(os.getpid(), sig)
     os._exit(128 + sig)

@@ -79,3 +79,28 @@ def test_a_missing_cmd_is_still_reported_at_once(tmp_path, agent, certs):
     with Run(tmp_path, conf) as helper:
         assert helper.wait(20) == 127
     assert "cannot start cmd no-such-command-12" in helper.log()
+
+
+def test_the_trampoline_passes_argv_and_environment_through_byte_for_byte(tmp_path):
+    import asyncio
+    import os
+
+    from helper.reaper import Reaper
+
+    out = tmp_path / "out"
+    odd = "caf\udce9 \u00e9t\u00e9 * $HOME"  # a byte that is not UTF-8, spaces, a glob
+    # LANG=C without LC_ALL: Python coerces its own locale (sets LC_CTYPE); cmd must not see it
+    env = {"ODD": odd, "LANG": "C", "PATH": os.environ["PATH"]}
+
+    async def scenario() -> int:
+        reaper = Reaper()
+        try:
+            proc = reaper.spawn(["sh", "-c", 'printf "%s|%s|%s" "$1" "$ODD" "$LC_CTYPE" > "$2"',
+                                 "sh", odd, str(out)], env, death_signal=signal.SIGTERM)
+            return await asyncio.wait_for(proc.exit, 10)
+        finally:
+            reaper.close()
+
+    assert asyncio.run(scenario()) == 0
+    raw = os.fsencode(odd)
+    assert out.read_bytes() == raw + b"|" + raw + b"|"
