@@ -430,7 +430,6 @@ def test_a_keystore_with_2_to_the_31_mac_iterations_does_not_stall_start_up(
         tmp_path, agent, certs):
     from cryptography.hazmat.primitives.serialization import pkcs12
 
-    from helper.identity import X509Snapshot  # noqa: F401 - the type rendered below
     password = tmp_path / "p12.pass"
     password.write_text("pw\n")
     conf = write_conf(tmp_path, agent, certs, 'pkcs12_file_name = "k.p12"\n'
