@@ -46,6 +46,7 @@ from helper.cmdargs import split_cmd_args
 from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
 from helper.hcl_tables import lr_parser
+from helper.safefile import TooLarge, read_small_file
 from helper.spiffeid import parse_spiffe_id
 
 DEFAULT_AGENT_ADDRESS = "/tmp/spire-agent/public/api.sock"
@@ -738,9 +739,11 @@ def read_password_file(cfg: Config) -> bytes:
     itself never appears in an error.
     """
     where = "pkcs12_password_file"
-    try:
-        with open(cfg.pkcs12_password_file, "rb") as handle:
-            data = handle.read(MAX_PASSWORD_BYTES + 3)
+    try:  # never blocks: a FIFO or device there is refused, not waited on
+        data = read_small_file(cfg.pkcs12_password_file, MAX_PASSWORD_BYTES + 2).data
+    except TooLarge:
+        raise ConfigError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes",
+                          file=cfg.source, key=where) from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"cannot read {_shown(cfg.pkcs12_password_file)}: {reason}",
@@ -1221,6 +1224,21 @@ def _check_distinct_outputs(cfg: Config, ctx: _Context) -> None:
         seen[path] = where
 
 
+NAME_MAX = 255  # bytes in one file name (Linux, every common file system)
+
+
+def _check_name_lengths(cfg: Config, ctx: _Context) -> None:
+    """Every name the helper writes must fit one directory entry (ENAMETOOLONG otherwise,
+    at every write)."""
+    names = [("credential_folder", cfg.credential_folder), *output_file_names(cfg)]
+    for where, name in names:
+        for part in name.split("/"):
+            size = len(part.encode("utf-8", "surrogatepass"))
+            if size > NAME_MAX:
+                raise ctx.error(where, f"a file name in it is {size} bytes long; at most "
+                                f"{NAME_MAX} fit in a directory entry (NAME_MAX)")
+
+
 def _check_health_paths(cfg: Config, ctx: _Context) -> None:
     checks = cfg.health_checks
     if checks.listener_enabled and checks.liveness_path == checks.readiness_path:
@@ -1252,6 +1270,7 @@ _CONFIG_CHECKS: tuple[Callable[[Config, _Context], None], ...] = (
     _check_x509_svids,
     _check_pkcs12,
     _check_distinct_outputs,
+    _check_name_lengths,
     _check_health_paths,
 )
 

@@ -3,6 +3,12 @@
 * ``signal_pid_file``: read the pid file afresh each time and send ``renew_signal``; a
   missing, unreadable or stale file (the daemon is restarting and has not written its new
   pid yet) is retried briefly: 10 tries, 0.1 s doubling to 1 s between them (about 6.5 s).
+  The file is read off the event loop and never waited on (a FIFO there is refused), and
+  it is not trusted blindly: pid 1, the helper, its process group and numbers out of
+  range are refused; a root helper signals a process named by a file (or symlink, or
+  directory) of another user only if that process runs as that user (systemd's rule for
+  PIDFile=); the process is pinned with ``pidfd_open`` before it is checked and signalled,
+  so a recycled pid is never signalled. Nothing the file holds is ever logged.
 * ``run_reload_cmd``: run a command (``mariadb-admin flush-ssl``, ``psql -c "SELECT
   pg_reload_conf()"``) bounded by a timeout, its process group killed after it; a failure
   is logged with its exit status and the tail of its stderr, and reported as False.
@@ -12,13 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import stat
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from helper.child import Process, describe_exit, exit_code, parse_pid, signal_group
 from helper.reaper import Reaper
+from helper.safefile import UnreadableFile, read_small_file
 
 log = logging.getLogger("spiffe_helper")
 
@@ -28,34 +38,147 @@ PID_FILE_MAX_DELAY = 1.0
 STDERR_TAIL_BYTES = 2048
 KILL_WAIT = 5.0  # seconds to wait for a SIGKILLed process to be reaped
 EOF_WAIT = 1.0  # seconds to wait for stderr to close once the command has exited
+MAX_PID_FILE_BYTES = 4096  # PostgreSQL's postmaster.pid is a few lines
+PID_MAX_FALLBACK = 1 << 22
+PID_LIMIT = (1 << 31) - 1  # pid_t
+PIDFD_AVAILABLE = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+
+class Refusal(ValueError):
+    """The pid file names a process the helper will not signal (not retried)."""
+
+
+@dataclass(frozen=True)
+class PidFile:
+    pid: int
+    owner: int | None  # the uid the process must run as; None: any process
+
+
+def pid_max() -> int:
+    """The largest pid the kernel hands out (Linux's pid_max; 2^22 where unknown)."""
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as f:
+            return int(f.read(32).strip() or PID_MAX_FALLBACK)
+    except (OSError, ValueError):
+        return PID_MAX_FALLBACK
+
+
+def check_pid(pid: int) -> int:
+    """`pid` when it may be signalled; Refusal for init, the helper itself, its process
+    group, and numbers no process can have."""
+    if pid > min(pid_max(), PID_LIMIT):
+        raise Refusal("the pid in it is out of range")
+    if pid <= 1:
+        raise Refusal("it names init (pid 1)" if pid == 1 else "it names no single process")
+    if pid == os.getpid():
+        raise Refusal("it holds the helper's own pid")
+    if pid == os.getpgrp():
+        raise Refusal("it holds the helper's own process group")
+    return pid
+
+
+def required_owner(path: str, st: os.stat_result) -> int | None:
+    """Following systemd's rule for PIDFile=: a root helper trusts a pid file only as far
+    as whoever could have written it. The file, a symlink at its path and the directories
+    holding them are looked at; if any belongs to a user other than root, only processes
+    of that user may be signalled (None: any process; the helper is not root, or all are
+    root's). Refusal when several users share them."""
+    if os.geteuid() != 0:
+        return None
+    uids = {st.st_uid}
+    try:
+        link = os.lstat(path)
+        uids.add(link.st_uid)
+        uids.add(os.stat(os.path.dirname(os.path.abspath(path))).st_uid)
+        if stat.S_ISLNK(link.st_mode):
+            uids.add(os.stat(os.path.dirname(os.path.realpath(path))).st_uid)
+    except OSError as exc:
+        raise Refusal(f"cannot check who owns it: {exc.strerror or exc}") from None
+    others = sorted(uids - {0})
+    if len(others) > 1:
+        raise Refusal(f"it and its directories belong to several users (uids "
+                      f"{', '.join(map(str, others))})")
+    return others[0] if others else None
+
+
+def load_pid_file(path: str) -> PidFile:
+    """The pid in `path` and whose processes it may name. FileNotFoundError, ValueError
+    (no pid yet: retried) or Refusal (never retried). Nothing of the file's contents goes
+    into a message. Blocking-free (O_NONBLOCK), but run it off the event loop."""
+    try:
+        file = read_small_file(path, MAX_PID_FILE_BYTES)
+    except UnreadableFile as exc:
+        raise Refusal(f"it is {exc}" if str(exc).startswith("larger") else str(exc)) from None
+    text = file.data.decode("ascii", errors="replace")
+    pid = check_pid(parse_pid(text))
+    return PidFile(pid, required_owner(path, file.stat))
 
 
 def read_pid_file(path: str) -> int:
     """The pid in `path`; FileNotFoundError or ValueError when there is none."""
-    with open(path, "rb") as f:
-        text = f.read(128).decode("ascii", errors="replace")
-    pid = parse_pid(text)
-    if pid == os.getpid():
-        raise ValueError("it holds the helper's own pid")
+    return load_pid_file(path).pid
+
+
+def check_owner(pid: int, owner: int) -> None:
+    """Refusal unless process `pid` runs as `owner` (real and effective uid)."""
+    import psutil  # daemon-only: not on the one-shot path
+
+    try:
+        uids = psutil.Process(pid).uids()
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(pid) from None
+    except psutil.Error as exc:
+        raise Refusal(f"cannot check who owns process {pid}: {exc}") from None
+    if uids.real != owner or uids.effective != owner:
+        raise Refusal(f"process {pid} is not owned by uid {owner}, who owns the pid file")
+
+
+def send_to_pid_file(path: str, sig: signal.Signals) -> int:
+    """Read `path` and signal the process it names; its pid. With pidfd_open the process
+    is pinned before it is checked, so a pid recycled meanwhile is never signalled (the
+    signal then fails with ProcessLookupError)."""
+    target = load_pid_file(path)
+    pid = target.pid
+    if PIDFD_AVAILABLE:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EPERM):  # ESRCH: no such process
+                raise
+        else:
+            try:
+                if target.owner is not None:
+                    check_owner(pid, target.owner)
+                signal.pidfd_send_signal(pidfd, sig)
+            finally:
+                os.close(pidfd)
+            return pid
+    if target.owner is not None:
+        check_owner(pid, target.owner)
+    os.kill(pid, sig)
     return pid
 
 
 async def signal_pid_file(path: str, sig: signal.Signals, *, tries: int = PID_FILE_TRIES,
                           first_delay: float = PID_FILE_FIRST_DELAY) -> bool:
+    """Send `sig` to the process `path` names, retrying while the file is missing, empty
+    or stale; every failure is one line in the log, and False."""
     delay = first_delay
     for attempt in range(1, tries + 1):
         pid = 0
         try:
-            pid = read_pid_file(path)
-            os.kill(pid, sig)
+            pid = await asyncio.to_thread(send_to_pid_file, path, sig)
         except FileNotFoundError:
             problem = "it does not exist"
+        except Refusal as exc:
+            log.warning("pid file %s: %s; not signalled", path, exc)
+            return False
         except ValueError as exc:
             problem = str(exc)
         except ProcessLookupError:
-            problem = f"process {pid} does not exist (stale pid file)"
+            problem = "the process it names does not exist (stale pid file)"
         except PermissionError:
-            log.error("pid file %s: not permitted to signal process %d", path, pid)
+            log.error("pid file %s: not permitted to signal the process it names", path)
             return False
         except OSError as exc:
             problem = exc.strerror or str(exc)

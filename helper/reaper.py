@@ -83,11 +83,13 @@ class Reaper:
             self.subreaper = False
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], *,
-              inherit_stdin: bool = False, stderr_fd: int | None = None) -> Process:
+              inherit_stdin: bool = False, stderr_fd: int | None = None,
+              death_signal: int | None = None) -> Process:
         """Start a child (see `helper.child.spawn`) whose exit this reaper reports."""
         self.start()
         assert self._loop is not None
-        pid = spawn(argv, env, inherit_stdin=inherit_stdin, stderr_fd=stderr_fd)
+        pid = spawn(argv, env, inherit_stdin=inherit_stdin, stderr_fd=stderr_fd,
+                    death_signal=death_signal)
         # Registered before the loop runs again, so the reaper cannot miss this pid.
         future: asyncio.Future[int] = self._loop.create_future()
         self._waiting[pid] = future

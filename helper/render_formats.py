@@ -16,8 +16,10 @@ what they read from disk at start, so nothing in this module touches a file.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,6 +42,7 @@ from helper.jwks import X509_SVID_USE, JWTBundleSet, jwk, jwks_json
 from helper.render import OutputFile, bundle_certificates, certificates_pem, pem_block
 
 PKCS12_ALIAS = b"spiffe"
+NAME_MAX = 255
 _PKCS12_KEY_TYPES = (rsa.RSAPrivateKey, dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey,
                      ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
 # SPIFFE Filesystem Delivery is a draft (spiffe/spiffe PR #376). Its revisions name the
@@ -155,6 +158,80 @@ def _spki(key: Any) -> bytes:
     return data
 
 
+# What a PKCS#12 file read back at start-up may ask of a key derivation. Ours use 2048 (MAC)
+# and 20000 (PBKDF2); a file with 2^31 - 1 would stall start-up for minutes.
+MAX_PKCS12_ITERATIONS = 100_000
+_MAX_DER_DEPTH = 24
+
+
+class _Malformed(ValueError):
+    pass
+
+
+class _TooCostly(ValueError):
+    pass
+
+
+def _der_elements(data: bytes, start: int, end: int) -> Iterable[tuple[int, int, int]]:
+    """(tag, content start, content end) of each DER element in data[start:end]."""
+    at = start
+    while at < end:
+        if at + 2 > end:
+            raise _Malformed("truncated")
+        tag, first = data[at], data[at + 1]
+        if tag & 0x1F == 0x1F:
+            raise _Malformed("multi-byte tag")
+        at += 2
+        if first & 0x80:
+            count = first & 0x7F
+            if count == 0 or count > 4 or at + count > end:
+                raise _Malformed("bad length")
+            size = int.from_bytes(data[at:at + count], "big")
+            at += count
+        else:
+            size = first
+        if at + size > end:
+            raise _Malformed("element overruns its parent")
+        yield tag, at, at + size
+        at += size
+
+
+def _check_iterations(data: bytes, start: int, end: int, depth: int) -> None:
+    """Walk constructed elements and OCTET STRINGs that hold DER; every INTEGER right after
+    an OCTET STRING (MacData's iterations, PBKDF2 and PKCS#12 PBE parameters: salt, then
+    the count) must be a count from 1 to MAX_PKCS12_ITERATIONS."""
+    if depth > _MAX_DER_DEPTH:
+        raise _Malformed("nested too deeply")
+    previous = -1
+    for tag, cstart, cend in _der_elements(data, start, end):
+        if tag == 0x02 and previous == 0x04:
+            if cend - cstart > 4:
+                raise _TooCostly("iteration count too large")
+            count = int.from_bytes(data[cstart:cend], "big", signed=True)
+            if not 1 <= count <= MAX_PKCS12_ITERATIONS:
+                raise _TooCostly(f"iteration count {count}")
+        if tag & 0x20:
+            _check_iterations(data, cstart, cend, depth + 1)
+        elif tag == 0x04:
+            # encapsulated DER (authSafe, SafeContents), or opaque bytes
+            with contextlib.suppress(_Malformed):
+                _check_iterations(data, cstart, cend, depth + 1)
+        previous = tag
+
+
+def pkcs12_iterations_ok(data: bytes) -> bool:
+    """True when `data` is DER whose key derivations are all cheap (see
+    MAX_PKCS12_ITERATIONS); checked before cryptography is handed a file read from disk."""
+    try:
+        elements = list(_der_elements(data, 0, len(data)))
+        if len(elements) != 1 or elements[0][0] != 0x30:
+            return False
+        _check_iterations(data, 0, len(data), 0)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class Pkcs12Memo:
     """Keeps the last PKCS#12 bytes so an unchanged identity renders to identical bytes
@@ -169,8 +246,9 @@ class Pkcs12Memo:
         return _fingerprint(svid.private_key_der, *(_der(c) for c in svid.chain), secret)
 
     def adopt(self, data: bytes, svid: X509SVID, password: bytes | None) -> None:
-        """Reuse `data` (the file on disk) when it already holds this identity."""
-        if pkcs12_matches(data, svid, password):
+        """Reuse `data` (the file on disk) when it already holds this identity. It is a
+        hint only: a file that asks for costly key derivations is not even opened."""
+        if pkcs12_iterations_ok(data) and pkcs12_matches(data, svid, password):
             self.fingerprint, self.data = self._key(svid, password), data
 
     def render(self, svid: X509SVID, password: bytes | None) -> bytes:
@@ -185,6 +263,12 @@ class Pkcs12Memo:
 
 def trust_bundle_file_name(trust_domain: str) -> str:
     return f"{trust_domain}{TRUST_BUNDLE_SUFFIX}"
+
+
+def trust_bundle_name_fits(trust_domain: str) -> bool:
+    """False when the trust domain's file name is longer than a directory entry allows
+    (NAME_MAX, 255 bytes: a valid trust domain name may be up to 255 bytes itself)."""
+    return len(trust_bundle_file_name(trust_domain).encode("utf-8", "surrogatepass")) <= NAME_MAX
 
 
 def trust_domain_of_file(name: str) -> str | None:
@@ -221,12 +305,14 @@ def render_credential_folder(
     """The credential folder's files: one trust bundle per trust domain of the snapshot
     (own and federated), then the credential bundle. Trust bundle files `present` in the
     folder whose trust domain left the snapshot are redacted: written empty, as the
-    standard asks (an empty file means "withdrawn"; a missing one may be a remount)."""
+    standard asks (an empty file means "withdrawn"; a missing one may be a remount).
+    A trust domain whose file name cannot be made (`trust_bundle_name_fits`) is left out;
+    the caller reports it."""
     files = [
         OutputFile(folder / trust_bundle_file_name(td),
                    certificates_pem(snapshot.bundles[td], omit_expired=False, now=_EPOCH),
                    cert_mode, secret=False)
-        for td in sorted(snapshot.bundles)
+        for td in sorted(snapshot.bundles) if trust_bundle_name_fits(td)
     ]
     named = {td for td in map(trust_domain_of_file, present) if td is not None}
     files += [
@@ -245,6 +331,27 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # omit_expired is off: unuse
 # --- SPIFFE bundle map -------------------------------------------------------------------------
 
 
+MAX_SEED_BYTES = 4 << 20
+MAX_SEED_DEPTH = 16  # a bundle map is 6 deep
+MAX_SEQUENCE = 1 << 63  # readers hold it in an int64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_at_most(data: bytes, depth: int) -> bool:
+    """False when the JSON text `data` nests arrays and objects more than `depth` deep (or
+    its brackets do not pair up). C-speed passes only: no recursion, no parse."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(depth):
+        if not brackets:
+            return True
+        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if len(shorter) == len(brackets):
+            return False
+        brackets = shorter
+    return not brackets
+
+
 def next_sequence(previous: int, now_seconds: int) -> int:
     """Monotonic and changed on every update, even across restarts that lost the file:
     the larger of previous + 1 and the current Unix time."""
@@ -258,7 +365,12 @@ class BundleSequences:
     known: dict[str, tuple[bytes, int]] = field(default_factory=dict)
 
     def seed(self, data: bytes) -> None:
-        """Take the sequences of a bundle map written earlier (ignored when unreadable)."""
+        """Take the sequences of a bundle map written earlier. A hint only: anything odd
+        (too large, nested too deeply, not our shape, a sequence out of range) and the
+        whole file is ignored (and rewritten)."""
+        if len(data) > MAX_SEED_BYTES or not json_depth_at_most(data, MAX_SEED_DEPTH):
+            return
+        known: dict[str, tuple[bytes, int]] = {}
         try:
             doc = json.loads(data)
             domains = doc["trust_domains"]
@@ -266,10 +378,13 @@ class BundleSequences:
                 ders = [base64.b64decode(k["x5c"][0], validate=True) for k in entry["keys"]
                         if k.get("use") == X509_SVID_USE and k.get("x5c")]
                 seq = entry.get("spiffe_sequence")
-                if isinstance(td, str) and isinstance(seq, int) and not isinstance(seq, bool):
-                    self.known[td] = (_fingerprint(*ders), seq)
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+                if not (isinstance(seq, int) and not isinstance(seq, bool)
+                        and 0 <= seq < MAX_SEQUENCE):
+                    return
+                known[td] = (_fingerprint(*ders), seq)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
             return
+        self.known.update(known)
 
     def sequence(self, trust_domain: str, certs: Sequence[x509.Certificate],
                  now_seconds: int) -> int:

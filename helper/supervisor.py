@@ -232,7 +232,8 @@ class Supervisor:
         argv = [self.cfg.cmd, *split_cmd_args(self.cfg.cmd_args)]
         try:
             proc = self.reaper.spawn(argv, self._environment(),
-                                     inherit_stdin=self.cfg.cmd_stdin)
+                                     inherit_stdin=self.cfg.cmd_stdin,
+                                     death_signal=signal.Signals[self.cfg.stop_signal])
         except OSError as exc:
             reason = exc.strerror or str(exc)
             code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_EXECUTE

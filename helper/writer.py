@@ -42,9 +42,22 @@ def describe_os_error(exc: OSError) -> str:
     return f"{os.strerror(exc.errno)} ({name})"
 
 
+NAME_MAX = 255  # bytes in one file name (Linux, every common file system)
+
+
+def name_bytes(name: str) -> int:
+    """The length of `name` on disk."""
+    return len(name.encode("utf-8", "surrogatepass"))  # escaped bytes: counted high
+
+
 def temp_name(target: Path, token: str) -> Path:
-    """The temp file beside `target`: ``.NAME.spiffe-helper-tmp.TOKEN``."""
-    return target.with_name(f".{target.name}{TEMP_MARKER}{token}")
+    """The temp file beside `target`: ``.NAME.spiffe-helper-tmp.TOKEN``, with NAME cut
+    short (at a character) so that the temp name fits NAME_MAX whenever NAME does."""
+    name = target.name
+    budget = NAME_MAX - name_bytes(f".{TEMP_MARKER}{token}")
+    while name_bytes(name) > budget:
+        name = name[:-1]
+    return target.with_name(f".{name}{TEMP_MARKER}{token}")
 
 
 def is_temp_name(name: str) -> bool:

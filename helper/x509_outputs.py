@@ -21,6 +21,7 @@ from helper.errors import Refused, WriteError
 from helper.identity import X509SVID, X509Snapshot
 from helper.render import OutputFile, render_x509
 from helper.render_formats import (
+    NAME_MAX,
     BundleSequences,
     GoLayoutOptions,
     Pkcs12Memo,
@@ -28,6 +29,7 @@ from helper.render_formats import (
     combined_pem,
     render_credential_folder,
     render_go_layout,
+    trust_bundle_name_fits,
     trust_domain_of_file,
 )
 from helper.spiffeid import shown
@@ -65,6 +67,7 @@ class X509Renderer:
         self.pkcs12 = Pkcs12Memo()
         self.sequences = BundleSequences()
         self._seeded = False
+        self._unnamed: set[str] = set()
 
     def render(self, snapshot: X509Snapshot, *, now: datetime | None = None) -> list[OutputFile]:
         """Every configured file. Raises Refused when an identity cannot be selected (the
@@ -90,6 +93,7 @@ class X509Renderer:
             files.append(self._pkcs12(svid))
         if cfg.credential_folder:
             folder = cfg.output_path(cfg.credential_folder)
+            self._report_unnamed(snapshot)
             files += render_credential_folder(snapshot, svid, folder, key_mode=cfg.key_file_mode,
                                               cert_mode=cfg.cert_file_mode,
                                               present=_trust_bundle_names(folder))
@@ -100,6 +104,15 @@ class X509Renderer:
                 bundle_map_json(snapshot.bundles, self.sequences, int(moment.timestamp())),
                 cfg.cert_file_mode, secret=False))
         return files
+
+    def _report_unnamed(self, snapshot: X509Snapshot) -> None:
+        """Once per trust domain: its credential folder file cannot be named."""
+        for td in sorted(snapshot.bundles):
+            if not trust_bundle_name_fits(td) and td not in self._unnamed:
+                self._unnamed.add(td)
+                log.warning("credential_folder: the trust bundle of trust domain %s cannot "
+                            "be named (its file name would be over %d bytes); skipped, the "
+                            "other files are written", shown(td), NAME_MAX)
 
     def _select(self, snapshot: X509Snapshot, index: int) -> X509SVID:
         entry = self.cfg.x509_svids[index]

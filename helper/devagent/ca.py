@@ -218,7 +218,9 @@ class DevCA:
     def _new_ca(self, label: str, issuer: _Authority | None) -> _Authority:
         now = _utcnow()
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = _name(("C", "US"), ("O", "SPIFFE"), ("CN", f"{self.trust_domain} dev {label}"))
+        # a CN holds at most 64 characters; a trust domain name may be up to 255 bytes
+        cn = f"{self.trust_domain[:40]} dev {label}"[:64]
+        subject = _name(("C", "US"), ("O", "SPIFFE"), ("CN", cn))
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
