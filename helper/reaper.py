@@ -111,6 +111,55 @@ class Reaper:
                 future.set_result(status)
 
 
+def _ppid_and_state(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state letter) from /proc/PID/stat; None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()  # the name in parentheses may hold spaces
+    try:
+        return int(fields[1]), fields[0].decode("ascii", errors="replace")
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    found = _ppid_and_state(pid)
+    return found is not None and found[1] not in ("Z", "X")
+
+
+def descendants(root: int) -> list[int]:
+    """The live descendants of `root`, from /proc/PID/stat alone.
+
+    Not psutil: it needs /proc/stat (boot time) for every process it looks at, which
+    systemd's ProcSubset=pid hides. Under ProtectProc=invisible /proc still lists the
+    helper's own processes, i.e. its descendants unless they changed user.
+    """
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+    children: dict[int, list[int]] = {}
+    for pid in pids:
+        found = _ppid_and_state(pid)
+        if found is not None and found[1] not in ("Z", "X"):
+            children.setdefault(found[0], []).append(pid)
+    result: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            result.append(child)
+            todo.append(child)
+    return result
+
+
+def _send(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
 async def stop_descendants(sig: signal.Signals, timeout: float) -> int:
     """Signal every remaining descendant of the helper with `sig`, SIGKILL those still
     there after `timeout` seconds; the number that were found.
@@ -118,38 +167,20 @@ async def stop_descendants(sig: signal.Signals, timeout: float) -> int:
     These are daemonized grandchildren re-parented to the helper (subreaper or PID 1),
     outside the child's process group.
     """
-    import psutil  # not on the one-shot path
-
-    def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-        left = []
-        for proc in procs:
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    left.append(proc)
-            except psutil.NoSuchProcess:
-                continue
-        return left
-
-    try:
-        found = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return 0
-    procs = alive(found)
+    found = descendants(os.getpid())
+    procs = [pid for pid in found if _alive(pid)]
     if not procs:
         return 0
     log.info("stopping %d leftover descendant process(es): %s", len(procs),
-             ", ".join(str(p.pid) for p in procs))
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(sig)
+             ", ".join(str(pid) for pid in procs))
+    for pid in procs:
+        _send(pid, sig)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while procs and loop.time() < deadline:
         await asyncio.sleep(0.05)
-        procs = alive(procs)
-    for proc in procs:
-        log.warning("descendant process %d still running after %g s: killing it",
-                    proc.pid, timeout)
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGKILL)
+        procs = [pid for pid in procs if _alive(pid)]
+    for pid in procs:
+        log.warning("descendant process %d still running after %g s: killing it", pid, timeout)
+        _send(pid, signal.SIGKILL)
     return len(found)

@@ -44,11 +44,15 @@ def stage(tmp_path: Path) -> Path:
     (tmp_path / "postgresql.service").write_text("[Service]\nExecStart=/bin/true\n")
     (tmp_path / "postgresql.service.d").mkdir()
     shutil.copy(DROP_IN, tmp_path / "postgresql.service.d" / DROP_IN.name)
+    # the per-daemon drop-ins of the template
+    for directory in UNITS.glob("spiffe-helper@*.service.d"):
+        shutil.copytree(directory, tmp_path / directory.name)
     return tmp_path
 
 
 @pytest.mark.parametrize("unit", ["spiffe-helper.service", "spiffe-helper@test.service",
-                                  "postgresql.service"])
+                                  "spiffe-helper@nginx.service",
+                                  "spiffe-helper@postgresql.service", "postgresql.service"])
 def test_systemd_analyze_verify_passes_on_every_unit(tmp_path, analyze, unit):
     assert verify(analyze, stage(tmp_path), unit) == []
 
