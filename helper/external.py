@@ -77,13 +77,33 @@ def check_pid(pid: int) -> int:
     return pid
 
 
+CAP_KILL = 5  # linux/capability.h
+
+
+def can_signal_others() -> bool:
+    """Whether this process may signal processes of other users: root, or CAP_KILL in its
+    effective set (a dedicated user with an ambient CAP_KILL, as systemd/spiffe-helper.service
+    runs it)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_KILL & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def required_owner(path: str, st: os.stat_result) -> int | None:
-    """Following systemd's rule for PIDFile=: a root helper trusts a pid file only as far
-    as whoever could have written it. The file, a symlink at its path and the directories
-    holding them are looked at; if any belongs to a user other than root, only processes
-    of that user may be signalled (None: any process; the helper is not root, or all are
-    root's). Refusal when several users share them."""
-    if os.geteuid() != 0:
+    """Following systemd's rule for PIDFile=: a helper that may signal other users' processes
+    (root, or CAP_KILL) trusts a pid file only as far as whoever could have written it. The
+    file, a symlink at its path and the directories holding them are looked at; if any
+    belongs to a user other than root and the helper's own, only processes of that user may
+    be signalled (None: any process the helper may signal). Refusal when several users
+    share them."""
+    if not can_signal_others():
         return None
     uids = {st.st_uid}
     try:
@@ -94,7 +114,7 @@ def required_owner(path: str, st: os.stat_result) -> int | None:
             uids.add(os.stat(os.path.dirname(os.path.realpath(path))).st_uid)
     except OSError as exc:
         raise Refusal(f"cannot check who owns it: {exc.strerror or exc}") from None
-    others = sorted(uids - {0})
+    others = sorted(uids - {0, os.geteuid()})
     if len(others) > 1:
         raise Refusal(f"it and its directories belong to several users (uids "
                       f"{', '.join(map(str, others))})")
@@ -120,16 +140,27 @@ def read_pid_file(path: str) -> int:
 
 
 def check_owner(pid: int, owner: int) -> None:
-    """Refusal unless process `pid` runs as `owner` (real and effective uid)."""
+    """Refusal unless process `pid` runs as `owner` (real and effective uid). Where /proc
+    hides another user's process details (ProtectProc=noaccess, hidepid=1), the owner of
+    its /proc directory (its effective uid) is what can be checked."""
     import psutil  # daemon-only: not on the one-shot path
 
     try:
         uids = psutil.Process(pid).uids()
+        real, effective = uids.real, uids.effective
     except psutil.NoSuchProcess:
         raise ProcessLookupError(pid) from None
+    except psutil.AccessDenied:
+        try:
+            real = effective = os.stat(f"/proc/{pid}").st_uid
+        except FileNotFoundError:
+            raise Refusal(f"cannot check who owns process {pid}: /proc hides it "
+                          f"(ProtectProc=invisible? use noaccess)") from None
+        except OSError as exc:
+            raise Refusal(f"cannot check who owns process {pid}: {exc.strerror}") from None
     except psutil.Error as exc:
         raise Refusal(f"cannot check who owns process {pid}: {exc}") from None
-    if uids.real != owner or uids.effective != owner:
+    if real != owner or effective != owner:
         raise Refusal(f"process {pid} is not owned by uid {owner}, who owns the pid file")
 
 

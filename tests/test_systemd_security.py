@@ -45,7 +45,7 @@ POSTGRESQL_DROP_IN = UNITS / "spiffe-helper@postgresql.service.d" / "10-postgres
 
 # The exposure each unit must not exceed: the numbers README.md states.
 MAX_EXPOSURE = {
-    "spiffe-helper.service": 1.7,
+    "spiffe-helper.service": 1.8,
     "spiffe-helper@.service": 5.3,
     "spiffe-helper@nginx.service": 2.5,
     "spiffe-helper@postgresql.service": 1.4,
@@ -295,6 +295,34 @@ def test_the_proof_is_not_vacuous_without_cap_kill(world, helper_user):
             stop(helper)
             stop(daemon)
         assert scene.hups() == 0
+
+
+@pytest.mark.timeout(120)
+def test_cap_kill_does_not_reach_a_process_the_pid_file_owner_does_not_own(world, helper_user):
+    """Issue 12 item 3 under the unit: with CAP_KILL the helper could signal anyone, so a
+    pid file written by the daemon's user is trusted only for that user's processes. A pid
+    file of `nobody` naming a root process: no signal, one refusal line (the owner is read
+    from /proc/PID, which ProtectProc=noaccess leaves visible)."""
+    caps = capabilities([FILES_ONLY])
+    victim = subprocess.Popen(["sleep", "120"], stdin=subprocess.DEVNULL)
+    try:
+        with DevAgentThread(str(world / "agent" / "api.sock")) as agent:
+            scene = Scene(world, agent, helper_user)
+            daemon = pwd.getpwnam(DAEMON_USER)
+            scene.pid_file.write_text(f"{victim.pid}\n")
+            os.chown(scene.pid_file, daemon.pw_uid, daemon.pw_gid)
+            log = world / "helper.log"
+            helper = run_confined_helper(scene, helper_user, caps, log)
+            try:
+                wait_for(lambda: f"not owned by uid {daemon.pw_uid}" in log.read_text(), 30,
+                         "the refusal")
+                assert victim.poll() is None, "the root process was signalled"
+                assert helper.poll() is None, log.read_text()
+            finally:
+                stop(helper)
+    finally:
+        victim.kill()
+        victim.wait(5)
 
 
 PROBE = """\
