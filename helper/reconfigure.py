@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from helper import logs
 from helper.config import Config, ConfigError, config_warnings
+from helper.safefile import UnreadableFile, read_small_file
 
 if TYPE_CHECKING:
     from helper.app import Helper
@@ -144,10 +145,20 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     return ReloadPlan(changed=changed, deferred=tuple(deferred), config=config)
 
 
+# A config file larger than this is not a config file (and is not read at reload).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_config_bytes(path: str) -> bytes:
+    """The config file's bytes, read without ever waiting (a FIFO or device put at its
+    path is UnreadableFile, never a thread stuck until a writer comes)."""
+    return read_small_file(path, MAX_CONFIG_BYTES).data
+
+
 def file_digest(path: str) -> bytes | None:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).digest()
-    except OSError:
+        return hashlib.sha256(read_config_bytes(path)).digest()
+    except (OSError, UnreadableFile):
         return None
 
 
@@ -183,6 +194,14 @@ class Reloader:
         if not source:
             log.warning("config reload (%s): no config file to read again", why)
             return False
+        try:
+            await asyncio.to_thread(read_config_bytes, source)
+        except UnreadableFile as exc:
+            log.error("config reload (%s) refused, the configuration in force stays: %s: %s",
+                      why, source, exc)
+            return False
+        except OSError:
+            pass  # load_config says what is wrong in its own words
         self.digest = await asyncio.to_thread(file_digest, source)
         try:
             new = await asyncio.to_thread(helper.load_config)

@@ -78,6 +78,30 @@ def test_a_fifo_at_the_pid_file_freezes_neither_rotations_nor_live_nor_sigterm(
     assert "Traceback" not in helper.log()
 
 
+def test_a_fifo_at_the_config_file_refuses_the_reload_and_freezes_nothing(
+        tmp_path, agent, certs):
+    """SIGHUP re-reads the config: a FIFO (or device) put at its path is a refused reload,
+    never a thread stuck waiting for a writer (which would also hang shutdown)."""
+    port = free_port()
+    conf = write_conf(tmp_path, agent, certs, health_conf(port))
+    with Run(tmp_path, conf) as helper:
+        wait_for(lambda: leaf_serial(certs / "svid.pem"), what="the first write")
+        conf.unlink()
+        os.mkfifo(conf)
+        helper.proc.send_signal(signal.SIGHUP)
+        helper.wait_log("not a regular file")
+        assert live(port) == 200
+        serial = leaf_serial(certs / "svid.pem")
+        agent.rotate()
+        wait_for(lambda: leaf_serial(certs / "svid.pem") not in (None, serial),
+                 what="a rotation after the refused reload")
+        assert_stops_promptly(helper)
+    lines = [line for line in helper.log().splitlines() if "not a regular file" in line]
+    assert len(lines) == 1, lines
+    assert "refused" in lines[0]
+    assert "Traceback" not in helper.log()
+
+
 def test_a_fifo_at_the_password_file_is_a_one_line_error_and_the_helper_carries_on(
         tmp_path, agent, certs):
     password = tmp_path / "p12.pass"
