@@ -88,15 +88,14 @@ def _version_text() -> str:
 
     lines = [f"spiffe-helper {__version__}", f"Python {platform.python_version()}",
              f"OpenSSL {ssl.OPENSSL_VERSION.split()[1]}"]
+    import contextlib
     from importlib.metadata import PackageNotFoundError, version
 
     # grpclib is the Workload API client; grpcio serves it (dev-agent, demo). Neither is
     # imported here: the installed versions are read from the package metadata.
     for package in ("grpclib", "grpcio"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):  # both are dependencies
             lines.append(f"{package} {version(package)}")
-        except PackageNotFoundError:  # pragma: no cover - both are dependencies
-            pass
     return "\n".join(lines)
 
 
