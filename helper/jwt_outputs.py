@@ -228,10 +228,13 @@ class JWTSVIDFetcher:
         except WorkloadAPIError as exc:
             if exc.final:
                 raise
+            self.status.last_error = f"workload API: {exc}"
             if isinstance(exc, RefusedMessage):
                 self.status.refused[exc.rule] += 1
-            self.status.last_error = f"workload API: {exc}"
-            log.error("fetching the JWT-SVID for audience %s failed: %s", aud, exc)
+                log.error("refused JWT-SVID answer for audience %s (rule %s): %s", aud,
+                          exc.rule, exc.details)
+            else:
+                log.error("fetching the JWT-SVID for audience %s failed: %s", aud, exc)
             return None
         except Refused as exc:
             self.status.refused[exc.rule] += 1

@@ -134,10 +134,12 @@ def _decode(data: bytes, message_type: type[P], what: str) -> P:
     try:
         return message_type.FromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
+        reason = _one_line(exc).removeprefix(
+            f"Error parsing message with type '{message_type.DESCRIPTOR.full_name}': ")
         raise RefusedMessage("undecodable_message",
                              f"{what}: a message that is not a valid "
                              f"{message_type.DESCRIPTOR.name} ({len(data)} bytes): "
-                             f"{_one_line(exc)}") from None
+                             f"{reason}") from None
 
 
 def _one_line(exc: BaseException) -> str:
