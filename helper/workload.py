@@ -27,10 +27,10 @@ server in tests/test_workload.py and tests/reliability/test_hostile_server.py):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
-import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
@@ -72,6 +72,7 @@ _JWT_BUNDLES = "/SpiffeWorkloadAPI/FetchJWTBundles"
 _JWT_SVID = "/SpiffeWorkloadAPI/FetchJWTSVID"
 
 M = TypeVar("M")
+T = TypeVar("T")
 P = TypeVar("P", bound=ProtoMessage)
 
 
@@ -120,6 +121,13 @@ class _Protocol(H2Protocol):
         self.answered.set()
         super().data_received(data)
 
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not hasattr(self.processor, "processors"):
+            # already closed for a reason (a GOAWAY, an HTTP/2 protocol error): keep that
+            # reason for the calls it ended rather than a bare "Connection lost"
+            return
+        super().connection_lost(exc)
+
 
 class _Channel(Channel):
     def _protocol_factory(self) -> H2Protocol:
@@ -147,12 +155,23 @@ def _one_line(exc: BaseException) -> str:
     return text[:200]
 
 
-def _uncancel_after_grpclib() -> None:
-    """grpclib wakes a task blocked on a terminated stream by cancelling it; balance that
-    cancel request (3.11+) so later timeouts and cancellations see a clean task."""
-    task = asyncio.current_task()
-    if sys.version_info >= (3, 11) and task is not None and task.cancelling():
-        task.uncancel()
+async def _isolated(step: Coroutine[Any, Any, T]) -> T:
+    """Run one grpclib step in a task of its own.
+
+    grpclib wakes a step blocked on a stream that was terminated (RST_STREAM, GOAWAY, a
+    lost connection) by cancelling the task that runs it, then raises
+    StreamTerminatedError in place of the CancelledError. Run in the caller's task, that
+    could swallow a cancellation meant for the caller (a shutdown arriving at the same
+    moment) and leave a stray cancel request on it; in a task of its own it cannot. The
+    caller's own cancellation cancels the step and is re-raised."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task
+        raise
 
 
 @contextmanager
@@ -165,7 +184,6 @@ def _errors() -> Iterator[None]:
     except GRPCError as exc:
         raise WorkloadAPIError(exc.status, " ".join((exc.message or "").split())) from None
     except StreamTerminatedError as exc:
-        _uncancel_after_grpclib()
         raise WorkloadAPIError(Status.UNAVAILABLE, _one_line(exc)) from None
     except (ConnectionError, OSError, EOFError) as exc:
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(exc)
@@ -271,14 +289,14 @@ class WorkloadClient:
             channel = await self._connected()
             async with channel.request(path, cardinality, type(request), bytes,
                                        metadata=SECURITY_HEADER) as stream:
-                await stream.send_message(request, end=True)
+                await _isolated(stream.send_message(request, end=True))
                 yield stream
 
     async def _server_stream(self, path: str, request: ProtoMessage, reply: type[P]
                              ) -> AsyncIterator[P]:
         what = path.rsplit("/", 1)[-1]
         async with self._call(path, Cardinality.UNARY_STREAM, request) as stream:
-            while (data := await _receive(stream, what)) is not None:
+            while (data := await _isolated(_receive(stream, what))) is not None:
                 yield _decode(data, reply, what)
 
     async def x509_svid_stream(self) -> AsyncIterator[workload_pb2.X509SVIDResponse]:
@@ -302,7 +320,12 @@ class WorkloadClient:
 
         async def call() -> bytes | None:
             async with self._call(_JWT_SVID, Cardinality.UNARY_UNARY, request) as stream:
-                data = await _receive(stream, "FetchJWTSVID")
+                data = await _isolated(_receive(stream, "FetchJWTSVID"))
+                if data is not None:
+                    extra = await _isolated(_receive(stream, "FetchJWTSVID"))  # to the end
+                    if extra is not None:
+                        raise WorkloadAPIError(Status.INTERNAL,
+                                               "FetchJWTSVID: more than one response message")
             return data  # the trailers were read (and their status checked) on the way out
 
         try:

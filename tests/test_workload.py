@@ -383,3 +383,36 @@ def test_connect_times_out_on_a_socket_that_never_answers(tmp_path, monkeypatch)
     assert [e.code for e in errors] == [Status.UNAVAILABLE] * 3
     assert "no HTTP/2 answer from the agent within" in str(errors[0])
     assert accepted == 3
+
+
+def test_a_shutdown_is_never_swallowed_by_a_stream_terminated_at_the_same_moment():
+    """grpclib wakes a step blocked on a terminated stream by cancelling its task and then
+    raises StreamTerminatedError instead of CancelledError: a shutdown's cancel arriving at
+    that moment would be lost (the helper kept retrying after SIGTERM). Each grpclib step
+    runs isolated in its own task, so the caller's cancellation always wins."""
+    from grpclib.exceptions import StreamTerminatedError
+    from grpclib.utils import Wrapper
+
+    async def scenario(isolated):
+        wrapper = Wrapper()
+        blocked = asyncio.Event()
+
+        async def step():
+            with wrapper:
+                blocked.set()
+                await asyncio.Event().wait()
+
+        caller = asyncio.ensure_future(workload._isolated(step()) if isolated else step())
+        await blocked.wait()
+        wrapper.cancel(StreamTerminatedError("Connection lost"))  # grpclib's wake-up
+        caller.cancel()  # the shutdown, in the same loop iteration
+        try:
+            await caller
+        except asyncio.CancelledError:
+            return "cancelled"
+        except StreamTerminatedError:
+            return "swallowed"
+        return "returned"
+
+    assert asyncio.run(asyncio.wait_for(scenario(isolated=False), 5)) == "swallowed"
+    assert asyncio.run(asyncio.wait_for(scenario(isolated=True), 5)) == "cancelled"
