@@ -416,3 +416,36 @@ def test_a_shutdown_is_never_swallowed_by_a_stream_terminated_at_the_same_moment
 
     assert asyncio.run(asyncio.wait_for(scenario(isolated=False), 5)) == "swallowed"
     assert asyncio.run(asyncio.wait_for(scenario(isolated=True), 5)) == "cancelled"
+
+
+def test_a_call_without_the_security_header_is_refused_so_every_passing_call_sent_it(tmp_path):
+    from grpclib.client import Channel
+    from grpclib.const import Cardinality
+    from grpclib.exceptions import GRPCError
+
+    async def scenario():
+        agent = DevAgent(str(tmp_path / "a.sock"))
+        await agent.start()
+        try:
+            async with Channel(path=agent.socket_path) as channel:
+                call = channel.request("/SpiffeWorkloadAPI/FetchX509SVID",
+                                       Cardinality.UNARY_STREAM, workload_pb2.X509SVIDRequest,
+                                       workload_pb2.X509SVIDResponse)
+
+                async def without_header():
+                    async with call as stream:
+                        await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+                        await stream.recv_message()
+
+                with pytest.raises(GRPCError) as info:
+                    await without_header()
+            async with WorkloadClient(parse_address(agent.address)) as client:
+                message = await anext(client.x509_svid_stream())
+        finally:
+            await agent.stop()
+        return info.value, message
+
+    error, message = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert error.status == Status.INVALID_ARGUMENT
+    assert "security header" in (error.message or "")
+    assert message.svids
