@@ -100,7 +100,8 @@ def machine(workspace: Path) -> dict[str, Any]:
         "filesystem": filesystem_of(workspace),
         "fsync_s": fsync_cost(workspace).as_dict(),
         "loadavg_at_start": os.getloadavg()[0],
-        "packages": {p: _version(p) for p in ("grpcio", "protobuf", "cryptography", "spiffe")},
+        "packages": {p: _version(p) for p in ("grpclib", "h2", "grpcio", "protobuf",
+                                              "cryptography", "spiffe")},
     }
 
 

@@ -174,7 +174,8 @@ class Workspace:
         self.keep = keep
         self.dir = Path(tempfile.mkdtemp(prefix="shbench-", dir=parent))
         self.env = subprocess_env(self.dir / "pycache")
-        self.agent = DevAgentThread(str(self.dir / "agent.sock"))
+        # JWT-SVIDs live 1 h: an idle daemon's refresh (at half the TTL) is outside the window
+        self.agent = DevAgentThread(str(self.dir / "agent.sock"), jwt_ttl=3600.0)
 
     def __enter__(self) -> Workspace:
         self.agent.__enter__()

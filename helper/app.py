@@ -34,7 +34,7 @@ from helper.signals import STOP_SIGNALS, SignalQueue
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
 from helper.tasks import run_all, run_until_first
 from helper.validate import select_svid, valid_from, validate_x509_response
-from helper.workload import WorkloadAPIError, WorkloadClient, watch
+from helper.workload import RefusedMessage, WorkloadAPIError, WorkloadClient, watch
 from helper.writer import AtomicWriter
 from helper.x509_outputs import X509Renderer
 
@@ -174,6 +174,8 @@ class X509Pipeline:
             self.status.reconnects += 1
             # a stream re-opened at once after it delivered messages is still healthy
             self.status.stream_healthy = error is None and delay == 0
+            if isinstance(error, RefusedMessage):  # logged once by watch()
+                self.status.refused[error.rule] += 1
             if error is not None:
                 self.status.last_error = f"workload API: {error}"
 

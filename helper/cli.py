@@ -88,12 +88,14 @@ def _version_text() -> str:
 
     lines = [f"spiffe-helper {__version__}", f"Python {platform.python_version()}",
              f"OpenSSL {ssl.OPENSSL_VERSION.split()[1]}"]
-    try:
-        import grpc
+    import contextlib
+    from importlib.metadata import PackageNotFoundError, version
 
-        lines.append(f"grpcio {grpc.__version__}")
-    except ImportError:  # pragma: no cover - grpcio is a dependency
-        pass
+    # grpclib is the Workload API client; grpcio serves it (dev-agent, demo). Neither is
+    # imported here: the installed versions are read from the package metadata.
+    for package in ("grpclib", "grpcio"):
+        with contextlib.suppress(PackageNotFoundError):  # both are dependencies
+            lines.append(f"{package} {version(package)}")
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ from helper.render_formats import jwt_bundle_file_json
 from helper.spiffeid import shown
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
 from helper.tasks import run_all, run_until_first
-from helper.workload import WorkloadAPIError, WorkloadClient, watch
+from helper.workload import RefusedMessage, WorkloadAPIError, WorkloadClient, watch
 from helper.writer import AtomicWriter, read_regular
 
 if TYPE_CHECKING:
@@ -246,6 +246,8 @@ class JWTOutputs:
 
         def on_retry(error: WorkloadAPIError | None, delay: float) -> None:
             self.status.reconnects += 1
+            if isinstance(error, RefusedMessage):  # logged once by watch()
+                self.status.refused[error.rule] += 1
             if error is not None:
                 self.status.last_error = f"workload API: {error}"
 
@@ -379,7 +381,12 @@ class JWTSVIDFetcher:
             if exc.final:
                 raise
             self.status.last_error = f"workload API: {exc}"
-            log.error("fetching the JWT-SVID for audience %s failed: %s", aud, exc)
+            if isinstance(exc, RefusedMessage):
+                self.status.refused[exc.rule] += 1
+                log.error("refused JWT-SVID answer for audience %s (rule %s): %s", aud,
+                          exc.rule, exc.details)
+            else:
+                log.error("fetching the JWT-SVID for audience %s failed: %s", aud, exc)
             return None
         except Refused as exc:
             self.status.refused[exc.rule] += 1

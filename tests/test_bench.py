@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from util import ROOT
 
@@ -101,3 +102,41 @@ def test_subprocess_env_runs_this_tree_with_bytecode_caching(tmp_path, monkeypat
     assert "PYTHONDONTWRITEBYTECODE" not in env
     assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+
+
+def test_idle_wakeups_count_context_switches_per_thread_name():
+    """A process blocked without a timeout adds no context switches; one that polls every
+    10 ms adds one per poll at least (the idle figure's wakeups)."""
+    from bench.idle import thread_stats
+
+    blocked = subprocess.Popen([sys.executable, "-c",
+                                "import sys\nprint('ready', flush=True)\nsys.stdin.read()"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    polling = subprocess.Popen([sys.executable, "-c",
+                                "import time\nwhile True: time.sleep(0.01)"])
+    try:
+        def switches(pid):
+            return sum(s.switches for s in thread_stats(pid).values())
+
+        assert blocked.stdout is not None
+        assert blocked.stdout.readline() == b"ready\n"
+        process = psutil.Process(blocked.pid)
+        deadline = time.monotonic() + 20
+        while process.status() != psutil.STATUS_SLEEPING:  # blocked in read()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        before = switches(blocked.pid), switches(polling.pid)
+        time.sleep(0.5)  # the measurement window
+        after = switches(blocked.pid), switches(polling.pid)
+        stats = thread_stats(blocked.pid)
+    finally:
+        polling.kill()
+        assert blocked.stdin is not None
+        blocked.stdin.close()
+        blocked.wait(10)
+        polling.wait(10)
+        assert blocked.stdout is not None
+        blocked.stdout.close()
+    assert after[0] - before[0] == 0
+    assert after[1] - before[1] >= 10
+    assert sum(s.count for s in stats.values()) == 1

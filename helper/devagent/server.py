@@ -47,6 +47,46 @@ M = TypeVar("M")
 T = TypeVar("T")
 
 
+class RawMessage(bytes):
+    """Bytes a stream sends as one message exactly as they are, not a protobuf: how tests
+    make the agent send a message that cannot be decoded (`DevAgent.push_raw`)."""
+
+
+def _serialize(message: Any) -> bytes:
+    if isinstance(message, RawMessage):
+        return bytes(message)
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _add_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
+    """The generated `add_SpiffeWorkloadAPIServicer_to_server`, with responses serialised
+    by `_serialize` (so a `RawMessage` goes out as it is)."""
+    stream, unary = grpc.unary_stream_rpc_method_handler, grpc.unary_unary_rpc_method_handler
+    pb = workload_pb2
+    handlers = {
+        "FetchX509SVID": stream(servicer.FetchX509SVID,
+                                request_deserializer=pb.X509SVIDRequest.FromString,
+                                response_serializer=_serialize),
+        "FetchX509Bundles": stream(servicer.FetchX509Bundles,
+                                   request_deserializer=pb.X509BundlesRequest.FromString,
+                                   response_serializer=_serialize),
+        "FetchJWTSVID": unary(servicer.FetchJWTSVID,
+                              request_deserializer=pb.JWTSVIDRequest.FromString,
+                              response_serializer=_serialize),
+        "FetchJWTBundles": stream(servicer.FetchJWTBundles,
+                                  request_deserializer=pb.JWTBundlesRequest.FromString,
+                                  response_serializer=_serialize),
+        "ValidateJWTSVID": unary(servicer.ValidateJWTSVID,
+                                 request_deserializer=pb.ValidateJWTSVIDRequest.FromString,
+                                 response_serializer=_serialize),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("SpiffeWorkloadAPI", handlers),))
+    server.add_registered_method_handlers(  # type: ignore[attr-defined]  # not in grpc-stubs
+        "SpiffeWorkloadAPI", handlers)
+
+
 class PushTime(NamedTuple):
     """When a message was published: monotonic clock and wall clock, in nanoseconds."""
 
@@ -134,8 +174,11 @@ class DevAgent:
         intermediate: bool = False,
         dns_names: Sequence[str] = (),
         jwt_ttl: float = DEFAULT_JWT_TTL,
+        tcp_port: int | None = None,
     ) -> None:
         self.socket_path = os.path.abspath(os.fspath(socket_path))
+        # Also listen on 127.0.0.1:tcp_port (0: any free port, set once started).
+        self.tcp_port = tcp_port
         self.jwt_ttl = jwt_ttl
         self.trust_domain = trust_domain
         self.spiffe_id = spiffe_id or f"spiffe://{trust_domain}/workload"
@@ -213,8 +256,10 @@ class DevAgent:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_socket(path)
         server = grpc.aio.server()
-        workload_pb2_grpc.add_SpiffeWorkloadAPIServicer_to_server(_Servicer(self), server)
+        _add_servicer(_Servicer(self), server)
         server.add_insecure_port(self.address)
+        if self.tcp_port is not None:
+            self.tcp_port = server.add_insecure_port(f"127.0.0.1:{self.tcp_port}")
         await server.start()
         self._server = server
         self._record_push()
@@ -285,6 +330,21 @@ class DevAgent:
         """Push a raw message to every open X.509 stream; new streams get it first too."""
         self._x509.publish(response)
         self._record_push()
+
+    def push_raw(self, data: bytes, stream: str = "x509") -> None:
+        """Send `data` as it is (not a protobuf) as the next message of every open stream of
+        `stream` ("x509", "x509_bundles", "jwt_bundles"; new streams get it first too), or
+        as the answer of the next FetchJWTSVID call ("jwt_svid")."""
+        raw: Any = RawMessage(data)
+        if stream == "jwt_svid":
+            self._jwt_responses.append(raw)
+            return
+        feeds: dict[str, _Feed[Any]] = {"x509": self._x509, "x509_bundles": self._bundles,
+                                        "jwt_bundles": self._jwt_bundles}
+        feed = feeds[stream]
+        feed.publish(raw)
+        if stream == "x509":
+            self._record_push()
 
     def set_federated(self, trust_domains: Iterable[str]) -> workload_pb2.X509SVIDResponse:
         """Federate with exactly these trust domains (keeping existing CAs) and push."""
@@ -668,6 +728,9 @@ class DevAgentThread:
 
     def queue_jwt_svid_responses(self, *responses: workload_pb2.JWTSVIDResponse) -> None:
         self._read(lambda: self.agent.queue_jwt_svid_responses(*responses))
+
+    def push_raw(self, data: bytes, stream: str = "x509") -> None:
+        self._publish(lambda: self.agent.push_raw(data, stream))
 
     def fail_jwt_svids(self, code: grpc.StatusCode | None, details: str = "") -> None:
         self._read(lambda: self.agent.fail_jwt_svids(code, details))

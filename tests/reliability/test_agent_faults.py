@@ -214,9 +214,9 @@ def test_invalid_argument_mid_stream_is_final_one_call_files_kept(tmp_path: Path
 
 
 def test_the_first_attempt_after_the_agent_is_back_connects(tmp_path: Path) -> None:
-    """gRPC's channel keeps its own reconnect backoff (up to 5 s here) and fails calls at once
-    while in it, even when the agent is listening again: the helper's retry must still reach
-    the agent (the client opens a fresh channel after a transient failure)."""
+    """A gRPC channel with a reconnect backoff of its own (grpcio's) fails calls at once while
+    in it, even when the agent is listening again: the helper's retry must still reach the
+    agent (the grpclib client connects afresh on every attempt after a failure)."""
     socket = tmp_path / "agent" / "api.sock"
 
     async def scenario() -> list[str]:
