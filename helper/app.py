@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from helper import jwt_outputs, x509_outputs
+from helper import jwt_outputs, preflight, x509_outputs
 from helper._proto import workload_pb2
 from helper.backoff import workload_api_backoff
-from helper.config import Config, output_file_names
+from helper.config import Config
 from helper.config import load as load_config_file
 from helper.errors import Refused, WriteError
 from helper.identity import X509Snapshot
 from helper.mailbox import Latest
+from helper.render import OutputFile
 from helper.signals import STOP_SIGNALS, SignalQueue
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
 from helper.tasks import run_all, run_until_first
@@ -63,6 +65,8 @@ class X509Pipeline:
         self.renderer = renderer if renderer is not None else X509Renderer(cfg)
         self.backoff = workload_api_backoff()
         self.snapshot: X509Snapshot | None = None
+        # The last write error that retrying cannot fix: one-shot mode gives up on it.
+        self.fatal: WriteError | None = None
         # Held while a snapshot is being written (in a worker thread): a rewrite after a
         # config reload must not interleave with a rotation's write.
         self.lock = asyncio.Lock()
@@ -92,11 +96,16 @@ class X509Pipeline:
         self.status.last_error = f"refused message: {exc}"
         log.error("refused %s (rule %s): %s; files left as they are", what, exc.rule, exc.detail)
 
-    def _write_failed(self, exc: WriteError, step: str) -> None:
+    def _write_failed(self, exc: WriteError, step: str,
+                      files: Sequence[OutputFile] = ()) -> None:
         self.status.x509_write_status = FAILED
         self.status.write_failures += 1
         self.status.last_error = str(exc)
-        log.error("%s X.509-SVID files failed: %s; previous files left in place", step, exc)
+        if preflight.cannot_heal(exc):
+            self.fatal = exc
+        previous = any(os.path.lexists(file.path) for file in files)
+        log.error("%s X.509-SVID files failed: %s%s", step, exc,
+                  "; previous files left in place" if previous else "")
 
     def write(self, snapshot: X509Snapshot, *, rotation: bool) -> list[Path] | None:
         """Render and write `snapshot`; None when it was refused or not written."""
@@ -112,7 +121,7 @@ class X509Pipeline:
         try:
             changed = self.writer.write_set(files)
         except WriteError as exc:
-            self._write_failed(exc, "writing")
+            self._write_failed(exc, "writing", files)
             return None
         self.snapshot = snapshot
         first = self.status.x509_write_status != WRITTEN
@@ -174,6 +183,8 @@ class X509Pipeline:
                 async with self.lock:
                     changed = await asyncio.to_thread(self.accept, message)
                     snapshot = self.snapshot
+                if once and changed is None and self.fatal is not None:
+                    raise self.fatal
                 if changed is None or snapshot is None:
                     continue
                 for hook in self.hooks:
@@ -189,10 +200,7 @@ def initial_status(cfg: Config) -> Status:
 
 
 def output_directories(cfg: Config) -> set[Path]:
-    directories = {cfg.output_path(name).parent for _, name in output_file_names(cfg)}
-    if cfg.credential_folder:
-        directories.add(cfg.output_path(cfg.credential_folder))
-    return directories
+    return set(preflight.output_directories(cfg))
 
 
 ReadyHook = Callable[[], Awaitable[None]]
@@ -463,4 +471,9 @@ async def _one_shot(helper: Helper, client: WorkloadClient, signals: SignalQueue
                                      _until_stop(signals, helper.stop))
     except WorkloadAPIError as exc:
         log.error("workload API: %s (not retried)", exc)
+        return 1
+    except WriteError as exc:
+        # Read-only file system, permission denied, disk full, directory gone: every
+        # retry until startup_timeout would fail the same way.
+        log.error("one-shot: giving up at once, retrying cannot fix this: %s", exc)
         return 1

@@ -205,7 +205,9 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) 
 def _check_config_parser() -> argparse.ArgumentParser:
     parser = _parser(
         "spiffe-helper check-config",
-        "Validate a configuration and print it with every default resolved. Exit 0 when "
+        "Validate a configuration and print it with every default resolved. Every output "
+        "directory must be writable by the user running the check (a temporary file is "
+        "created and removed there): run it as the user the helper runs as. Exit 0 when "
         "it is valid, 2 with a one-line error when it is not. Takes run's command line "
         "unchanged, so the line a service runs can be checked before it starts.",
         usage="spiffe-helper check-config [-config FILE] [-daemon-mode[=BOOL]] "
@@ -230,6 +232,13 @@ def cmd_check_config(argv: Sequence[str]) -> int:
         return _config_error(exc)
     except ValueError as exc:
         print(f"spiffe-helper: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from helper import preflight
+
+    problems = preflight.check_writable(cfg)
+    for problem in problems:
+        print(f"spiffe-helper: cannot write: {path}: {problem}", file=sys.stderr)
+    if problems:
         return EXIT_CONFIG
     for warning in config.config_warnings(cfg):
         print(f"spiffe-helper: warning: {path}: {warning}", file=sys.stderr)
