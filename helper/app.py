@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from helper import jwt_outputs, preflight, x509_outputs
+from helper import hints, jwt_outputs, preflight, x509_outputs
 from helper._proto import workload_pb2
+from helper.address import Address
 from helper.backoff import workload_api_backoff
 from helper.config import Config
 from helper.config import load as load_config_file
@@ -67,6 +68,8 @@ class X509Pipeline:
         self.snapshot: X509Snapshot | None = None
         # The last write error that retrying cannot fix: one-shot mode gives up on it.
         self.fatal: WriteError | None = None
+        self.once = False  # set by run()
+        self.changed_files = False  # whether the last write changed any file
         # Held while a snapshot is being written (in a worker thread): a rewrite after a
         # config reload must not interleave with a rotation's write.
         self.lock = asyncio.Lock()
@@ -139,9 +142,10 @@ class X509Pipeline:
             log.info("X.509-SVID %s (serial %x, expires %s): %d file(s) updated",
                      svid.spiffe_id, svid.leaf.serial_number,
                      svid.leaf.not_valid_after_utc.isoformat(), len(changed))
-        else:
+        elif not self.once:  # one-shot says it once, as it exits
             log.info("X.509-SVID %s (serial %x) unchanged on disk", svid.spiffe_id,
                      svid.leaf.serial_number)
+        self.changed_files = bool(changed)
         return changed
 
     async def run(self, *, once: bool) -> None:
@@ -153,20 +157,32 @@ class X509Pipeline:
         by one, and no backlog piles up in gRPC's buffers.
         """
 
+        shown_hint = ""
+
+        self.once = once
+
         def on_retry(error: WorkloadAPIError | None, delay: float) -> None:
+            nonlocal shown_hint
             self.status.reconnects += 1
             # a stream re-opened at once after it delivered messages is still healthy
             self.status.stream_healthy = error is None and delay == 0
             if error is not None:
-                self.status.last_error = f"workload API: {error}"
+                hint = agent_hint(self.cfg.address, error)
+                self.status.last_error = (f"workload API: {hint} (UNAVAILABLE)" if hint
+                                          else f"workload API: {error}")
+                if hint and hint != shown_hint:
+                    log.warning("%s", hint)  # once per outage, next to gRPC's own words
+                shown_hint = hint or ""
 
         messages = watch(self.client.x509_svid_stream, backoff=self.backoff,
                          what=f"X.509-SVID stream from {self.client.address}", on_retry=on_retry)
         latest: Latest[workload_pb2.X509SVIDResponse] = Latest()
 
         async def receive() -> None:
+            nonlocal shown_hint
             try:
                 async for message in messages:
+                    shown_hint = ""
                     self.status.stream_healthy = True
                     self.status.last_message = time.time()
                     if latest.put(message):
@@ -193,6 +209,19 @@ class X509Pipeline:
                     return
 
         await run_until_first(receive(), process())
+
+
+def agent_hint(address: Address, error: WorkloadAPIError) -> str | None:
+    """What to do when no agent answers at `address` (None for other errors)."""
+    if getattr(error.code, "name", "") != "UNAVAILABLE":
+        return None
+    details = error.details.lower()
+    exists = os.path.exists(address.path) if address.scheme == "unix" else None
+    if exists is not False and not any(word in details for word in (
+            "connect", "refused", "permission denied", "no such file")):
+        return None  # an agent answered, then failed: gRPC's text says it
+    return hints.no_agent(address, exists,
+                          permission_denied=bool(exists) and "permission denied" in details)
 
 
 def initial_status(cfg: Config) -> Status:
@@ -456,7 +485,15 @@ async def _one_shot(helper: Helper, client: WorkloadClient, signals: SignalQueue
 
     async def first_writes() -> int:
         await run_all(*(run(client, True) for run in helper.pipelines.values()))
-        log.info("one-shot: files written; exiting")
+        pipeline = helper.pipeline
+        if set(helper.pipelines) == {"x509"} and pipeline is not None \
+                and pipeline.snapshot is not None and not pipeline.changed_files:
+            svid = select_svid(pipeline.snapshot, cfg.hint)
+            log.info("one-shot: the files on disk are already current (X.509-SVID %s, "
+                     "serial %x); nothing written; exiting", svid.spiffe_id,
+                     svid.leaf.serial_number)
+        else:
+            log.info("one-shot: files written; exiting")
         return 0
 
     async def deadline() -> int:

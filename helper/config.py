@@ -46,6 +46,7 @@ from helper.cmdargs import split_cmd_args
 from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
 from helper.hcl_tables import lr_parser
+from helper.hints import mode_example, toml_octal
 from helper.spiffeid import parse_spiffe_id
 
 DEFAULT_AGENT_ADDRESS = "/tmp/spire-agent/public/api.sock"
@@ -419,7 +420,9 @@ def parse_toml(text: str, *, source: str = "") -> dict[str, Any]:
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
-        raise ConfigError(f"TOML syntax error: {_one_line(str(exc))}", file=source) from None
+        hint = toml_octal(text, str(exc))
+        raise ConfigError(f"TOML syntax error: {_one_line(str(exc))}"
+                          + (f"; {hint}" if hint else ""), file=source) from None
     return data
 
 
@@ -1308,7 +1311,7 @@ def config_warnings(cfg: Config) -> list[str]:
         if mode & 0o7000:
             warnings.append(
                 f"{key.name} is 0{mode:o}, which sets setuid, setgid or sticky bits; "
-                f"write modes in octal with a leading 0, such as 0644"
+                f"write modes {mode_example(cfg.source)}"
             )
     for name in SECRET_MODE_KEYS:
         mode = getattr(cfg, name)
