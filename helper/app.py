@@ -82,6 +82,8 @@ class X509Pipeline:
             self._refused(exc, "X.509-SVID message")
             return None
         self.backoff.reset()
+        for svid in snapshot.svids:  # one line per SVID, as the Go helper logs it
+            log.info("received X.509-SVID update for %s", svid.spiffe_id)
         return self.write(snapshot, rotation=True)
 
     def rewrite(self) -> list[Path] | None:

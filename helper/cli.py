@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from helper import __version__, goflag
 
 DEFAULT_CONFIG = "helper.conf"
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = ("text", "json", "logfmt")
 
 SUBCOMMANDS = ("run", "check-config", "status", "demo", "dev-agent", "help")
 EXIT_CONFIG = 2

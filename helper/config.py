@@ -55,7 +55,7 @@ MAX_MODE = 0o7777
 MAX_STARTUP_TIMEOUT = 365 * 24 * 3600.0
 _MAX_SHOWN = 80
 LOG_LEVELS = ("debug", "info", "warn", "error")
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = ("text", "json", "logfmt")
 _INT64_LIMIT = 2**63
 _DEFAULT_ADDRESS = Address(scheme="unix", path=DEFAULT_AGENT_ADDRESS)
 
@@ -328,7 +328,9 @@ CONFIG_KEYS: tuple[Key, ...] = (
     Key("log_level", "choice", "info", "Least severe messages logged. The --log-level flag "
         "overrides it.", '"debug"', choices=LOG_LEVELS),
     Key("log_format", "choice", "text", "text: one line per event; json: one JSON object "
-        "per line. The --log-format flag overrides it.", '"json"', choices=LOG_FORMATS),
+        "per line; logfmt: time=... level=... msg=\"...\" key=value, the shape of the Go "
+        "helper's logrus lines, with the Go helper's msg text for the events both log. The "
+        "--log-format flag overrides it.", '"logfmt"', choices=LOG_FORMATS),
     Key("renew_action", "choice", "signal", 'What a renewal does to cmd: "signal" sends '
         "renew_signal to it, or starts it again if it has exited (Go behaviour); \"restart\" "
         "stops it with stop_signal and starts it again on the new files.", '"restart"',
