@@ -236,9 +236,10 @@ def cmd_check_config(argv: Sequence[str]) -> int:
     from helper import preflight
 
     problems = preflight.check_writable(cfg)
-    for problem in problems:
-        print(f"spiffe-helper: cannot write: {path}: {problem}", file=sys.stderr)
     if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"spiffe-helper: invalid configuration: {path}: {problems[0]}{more}",
+              file=sys.stderr)
         return EXIT_CONFIG
     for warning in config.config_warnings(cfg):
         print(f"spiffe-helper: warning: {path}: {warning}", file=sys.stderr)
