@@ -19,7 +19,6 @@ end walks the arguments with Go's rules and gives argparse only canonical tokens
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import textwrap
 from collections.abc import Sequence
@@ -102,6 +101,8 @@ def parse(
             parser.error(f"bad flag syntax: {arg}")
         action = table.get(name)
         if action is None:
+            import difflib
+
             known = sorted({_canonical(a).lstrip("-") for a in table.values()})
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean -{close[0]}?)" if close else ""

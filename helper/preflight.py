@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from pathlib import Path
 
 from helper.config import Config, output_file_names
@@ -53,6 +52,8 @@ def _user() -> str:
 
 def check_writable(cfg: Config) -> list[str]:
     """One line per output directory where this user cannot create and remove a file."""
+    import tempfile
+
     from helper.writer import describe_os_error
 
     problems = []
