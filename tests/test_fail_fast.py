@@ -150,3 +150,17 @@ def test_one_shot_into_a_missing_directory_exits_1_at_once(tmp_path, agent, cert
     assert check.returncode == 2
     assert "cert_dir:" not in check.stderr
     assert f"svid_file_name: {certs / 'gone'} is not writable" in check.stderr
+
+
+def test_one_shot_jwt_into_a_missing_directory_exits_1_at_once(tmp_path, agent, certs):
+    path = tmp_path / "helper.conf"
+    path.write_text(f'agent_address = "{agent.socket_path}"\ncert_dir = "{certs}"\n'
+                    'jwt_svids = [{ jwt_audience = "db", jwt_svid_file_name = "gone/token" }]\n'
+                    f'daemon_mode = false\nstartup_timeout = {STARTUP_TIMEOUT}\n')
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "helper", "-config", str(path)],
+                            capture_output=True, text=True, timeout=50, check=False)
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - start < STARTUP_TIMEOUT / 2
+    assert "giving up at once" in result.stderr
+    assert "No such file or directory (ENOENT)" in result.stderr
