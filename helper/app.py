@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -22,14 +23,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from helper import jwt_outputs, x509_outputs
+from helper import hints, jwt_outputs, preflight, x509_outputs
 from helper._proto import workload_pb2
+from helper.address import Address
 from helper.backoff import workload_api_backoff
-from helper.config import Config, output_file_names
+from helper.config import Config
 from helper.config import load as load_config_file
 from helper.errors import NotYetValid, Refused, WriteError
 from helper.identity import X509Snapshot
 from helper.mailbox import Latest
+from helper.render import OutputFile
 from helper.signals import STOP_SIGNALS, SignalQueue
 from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
 from helper.tasks import run_all, run_until_first
@@ -64,6 +67,10 @@ class X509Pipeline:
         self.renderer = renderer if renderer is not None else X509Renderer(cfg)
         self.backoff = workload_api_backoff()
         self.snapshot: X509Snapshot | None = None
+        # The last write error that retrying cannot fix: one-shot mode gives up on it.
+        self.fatal: WriteError | None = None
+        self.once = False  # set by run()
+        self.changed_files = False  # whether the last write changed any file
         # Held while a snapshot is being written (in a worker thread): a rewrite after a
         # config reload must not interleave with a rotation's write.
         self.lock = asyncio.Lock()
@@ -97,6 +104,8 @@ class X509Pipeline:
             self.status.dropped_bundles[metric_label(key)] += 1
             self.status.last_error = f"federated bundle dropped: {reason}"
             log.error("federated bundle dropped (the rest of the message is used): %s", reason)
+        for svid in snapshot.svids:  # one line per SVID, as the Go helper logs it
+            log.info("received X.509-SVID update for %s", svid.spiffe_id)
         return self.write(snapshot, rotation=True)
 
     def rewrite(self) -> list[Path] | None:
@@ -114,11 +123,16 @@ class X509Pipeline:
         self.status.last_error = f"refused message: {exc}"
         log.error("refused %s (rule %s): %s; files left as they are", what, exc.rule, exc.detail)
 
-    def _write_failed(self, exc: WriteError, step: str) -> None:
+    def _write_failed(self, exc: WriteError, step: str,
+                      files: Sequence[OutputFile] = ()) -> None:
         self.status.x509_write_status = FAILED
         self.status.write_failures += 1
         self.status.last_error = str(exc)
-        log.error("%s X.509-SVID files failed: %s; previous files left in place", step, exc)
+        if preflight.cannot_heal(exc):
+            self.fatal = exc
+        previous = any(os.path.lexists(file.path) for file in files)
+        log.error("%s X.509-SVID files failed: %s%s", step, exc,
+                  "; previous files left in place" if previous else "")
 
     def write(self, snapshot: X509Snapshot, *, rotation: bool) -> list[Path] | None:
         """Render and write `snapshot`; None when it was refused or not written."""
@@ -138,7 +152,7 @@ class X509Pipeline:
         try:
             changed = self.writer.write_set(files)
         except WriteError as exc:
-            self._write_failed(exc, "writing")
+            self._write_failed(exc, "writing", files)
             return None
         self.snapshot = snapshot
         first = self.status.x509_write_status != WRITTEN
@@ -156,9 +170,10 @@ class X509Pipeline:
             log.info("X.509-SVID %s (serial %x, expires %s): %d file(s) updated",
                      svid.spiffe_id, svid.leaf.serial_number,
                      svid.leaf.not_valid_after_utc.isoformat(), len(changed))
-        else:
+        elif not self.once:  # one-shot says it once, as it exits
             log.info("X.509-SVID %s (serial %x) unchanged on disk", svid.spiffe_id,
                      svid.leaf.serial_number)
+        self.changed_files = bool(changed)
         return changed
 
     async def run(self, *, once: bool) -> None:
@@ -170,22 +185,34 @@ class X509Pipeline:
         by one, and no backlog piles up in gRPC's buffers.
         """
 
+        shown_hint = ""
+
+        self.once = once
+
         def on_retry(error: WorkloadAPIError | None, delay: float) -> None:
+            nonlocal shown_hint
             self.status.reconnects += 1
             # a stream re-opened at once after it delivered messages is still healthy
             self.status.stream_healthy = error is None and delay == 0
             if isinstance(error, RefusedMessage):  # logged once by watch()
                 self.status.refused[error.rule] += 1
             if error is not None:
-                self.status.last_error = f"workload API: {error}"
+                hint = agent_hint(self.cfg.address, error)
+                self.status.last_error = (f"workload API: {hint} (UNAVAILABLE)" if hint
+                                          else f"workload API: {error}")
+                if hint and hint != shown_hint:
+                    log.warning("%s", hint)  # once per outage, next to gRPC's own words
+                shown_hint = hint or ""
 
         messages = watch(self.client.x509_svid_stream, backoff=self.backoff,
                          what=f"X.509-SVID stream from {self.client.address}", on_retry=on_retry)
         latest: Latest[workload_pb2.X509SVIDResponse] = Latest()
 
         async def receive() -> None:
+            nonlocal shown_hint
             try:
                 async for message in messages:
+                    shown_hint = ""
                     self.status.stream_healthy = True
                     self.status.last_message = time.time()
                     if latest.put(message):
@@ -203,6 +230,8 @@ class X509Pipeline:
                     changed = await asyncio.to_thread(self.accept, message)
                     snapshot = self.snapshot
                     retry_at = self.valid_from
+                if once and changed is None and self.fatal is not None:
+                    raise self.fatal
                 if changed is None or snapshot is None:
                     message = await next_message(retry_at, message)
                     continue
@@ -235,15 +264,25 @@ def metric_label(text: str, limit: int = 255) -> str:
     return safe + ("..." if len(text) > limit else "")
 
 
+def agent_hint(address: Address, error: WorkloadAPIError) -> str | None:
+    """What to do when no agent answers at `address` (None for other errors)."""
+    if getattr(error.code, "name", "") != "UNAVAILABLE":
+        return None
+    details = error.details.lower()
+    exists = os.path.exists(address.path) if address.scheme == "unix" else None
+    if exists is not False and not any(word in details for word in (
+            "connect", "refused", "permission denied", "no such file")):
+        return None  # an agent answered, then failed: gRPC's text says it
+    return hints.no_agent(address, exists,
+                          permission_denied=bool(exists) and "permission denied" in details)
+
+
 def initial_status(cfg: Config) -> Status:
     return Status(x509_write_status=UNWRITTEN if cfg.needs_x509 else None)
 
 
 def output_directories(cfg: Config) -> set[Path]:
-    directories = {cfg.output_path(name).parent for _, name in output_file_names(cfg)}
-    if cfg.credential_folder:
-        directories.add(cfg.output_path(cfg.credential_folder))
-    return directories
+    return set(preflight.output_directories(cfg))
 
 
 ReadyHook = Callable[[], Awaitable[None]]
@@ -511,7 +550,15 @@ async def _one_shot(helper: Helper, client: WorkloadClient, signals: SignalQueue
 
     async def first_writes() -> int:
         await run_all(*(run(client, True) for run in helper.pipelines.values()))
-        log.info("one-shot: files written; exiting")
+        pipeline = helper.pipeline
+        if set(helper.pipelines) == {"x509"} and pipeline is not None \
+                and pipeline.snapshot is not None and not pipeline.changed_files:
+            svid = select_svid(pipeline.snapshot, cfg.hint)
+            log.info("one-shot: the files on disk are already current (X.509-SVID %s, "
+                     "serial %x); nothing written; exiting", svid.spiffe_id,
+                     svid.leaf.serial_number)
+        else:
+            log.info("one-shot: files written; exiting")
         return 0
 
     async def deadline() -> int:
@@ -526,4 +573,9 @@ async def _one_shot(helper: Helper, client: WorkloadClient, signals: SignalQueue
                                      _until_stop(signals, helper.stop))
     except WorkloadAPIError as exc:
         log.error("workload API: %s (not retried)", exc)
+        return 1
+    except WriteError as exc:
+        # Read-only file system, permission denied, disk full, directory gone: every
+        # retry until startup_timeout would fail the same way.
+        log.error("one-shot: giving up at once, retrying cannot fix this: %s", exc)
         return 1

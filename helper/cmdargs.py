@@ -134,3 +134,20 @@ class _RecordReader:
 
 def _strip_lf(line: str) -> str:
     return line[:-1] if line.endswith("\n") else line
+
+
+def join_cmd_args(argv: list[str]) -> str:
+    """The cmd_args text that ``split_cmd_args`` reads back as ``argv`` (Go csv quoting).
+
+    Raise ValueError for the few vectors the format cannot hold (a CR LF inside an
+    argument is read back as LF).
+    """
+    fields = []
+    for arg in argv:
+        if arg == "" or any(c in arg for c in ' "\r\n'):
+            arg = _QUOTE + arg.replace(_QUOTE, _QUOTE * 2) + _QUOTE
+        fields.append(arg)
+    text = _COMMA.join(fields)
+    if split_cmd_args(text) != argv:
+        raise ValueError(f"cannot pass these arguments through cmd_args: {argv!r}")
+    return text

@@ -46,6 +46,7 @@ from helper.cmdargs import split_cmd_args
 from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
 from helper.hcl_tables import lr_parser
+from helper.hints import mode_example, toml_octal
 from helper.safefile import TooLarge, read_small_file
 from helper.spiffeid import parse_spiffe_id
 
@@ -55,7 +56,7 @@ MAX_MODE = 0o7777
 MAX_STARTUP_TIMEOUT = 365 * 24 * 3600.0
 _MAX_SHOWN = 80
 LOG_LEVELS = ("debug", "info", "warn", "error")
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = ("text", "json", "logfmt")
 _INT64_LIMIT = 2**63
 _DEFAULT_ADDRESS = Address(scheme="unix", path=DEFAULT_AGENT_ADDRESS)
 
@@ -329,7 +330,9 @@ CONFIG_KEYS: tuple[Key, ...] = (
     Key("log_level", "choice", "info", "Least severe messages logged. The --log-level flag "
         "overrides it.", '"debug"', choices=LOG_LEVELS),
     Key("log_format", "choice", "text", "text: one line per event; json: one JSON object "
-        "per line. The --log-format flag overrides it.", '"json"', choices=LOG_FORMATS),
+        "per line; logfmt: time=... level=... msg=\"...\" key=value, the shape of the Go "
+        "helper's logrus lines, with the Go helper's msg text for the events both log. The "
+        "--log-format flag overrides it.", '"logfmt"', choices=LOG_FORMATS),
     Key("renew_action", "choice", "signal", 'What a renewal does to cmd: "signal" sends '
         "renew_signal to it, or starts it again if it has exited (Go behaviour); \"restart\" "
         "stops it with stop_signal and starts it again on the new files.", '"restart"',
@@ -424,7 +427,9 @@ def parse_toml(text: str, *, source: str = "") -> dict[str, Any]:
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
-        raise ConfigError(f"TOML syntax error: {_one_line(str(exc))}", file=source) from None
+        hint = toml_octal(text, str(exc))
+        raise ConfigError(f"TOML syntax error: {_one_line(str(exc))}"
+                          + (f"; {hint}" if hint else ""), file=source) from None
     return data
 
 
@@ -1331,7 +1336,7 @@ def config_warnings(cfg: Config) -> list[str]:
         if mode & 0o7000:
             warnings.append(
                 f"{key.name} is 0{mode:o}, which sets setuid, setgid or sticky bits; "
-                f"write modes in octal with a leading 0, such as 0644"
+                f"write modes {mode_example(cfg.source)}"
             )
     for name in SECRET_MODE_KEYS:
         mode = getattr(cfg, name)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +37,14 @@ STEP_TIMEOUT = 15.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default="spiffe-demo", type=Path,
                         help="folder to write the files into (default: ./spiffe-demo)")
-    parser.add_argument("--rotations", default=2, type=int, help="rotations to show (default 2)")
-    parser.add_argument("--ttl", default=3600.0, type=float,
+    parser.add_argument("--rotations", default=2, type=int, metavar="N",
+                        help="rotations to show (default 2)")
+    parser.add_argument("--ttl", default=3600.0, type=float, metavar="SECONDS",
                         help="lifetime of the demo SVIDs in seconds (default 3600)")
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="warn",
-                        help="helper log level while the demo runs (default warn)")
+                        metavar="LEVEL",
+                        help="helper log level while the demo runs: debug, info, warn or "
+                             "error (default warn)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -65,7 +70,55 @@ def _describe_files(cfg: config.Config, out: Callable[[str], None]) -> None:
         st = path.stat()
         kind = "private key (PKCS#8)" if key == "svid_key_file_name" else (
             f"{path.read_bytes().count(b'BEGIN CERTIFICATE')} certificate(s)")
-        out(f"  {path}  mode {st.st_mode & 0o7777:04o}  inode {st.st_ino}  {kind}")
+        out(f"  {path}  mode {st.st_mode & 0o7777:04o}  {kind}")
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """What a person can compare across a rotation, read back from the files on disk."""
+
+    serial: int
+    fingerprint: str  # SHA-256 of the leaf's DER, as `openssl x509 -fingerprint -sha256`
+    not_after: str
+    key: str  # SHA-256 of the private key's public key (SubjectPublicKeyInfo)
+
+    @classmethod
+    def read(cls, cfg: config.Config) -> OnDisk:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        leaf = x509.load_pem_x509_certificates(
+            cfg.output_path(FILES["svid_file_name"]).read_bytes())[0]
+        key = serialization.load_pem_private_key(
+            cfg.output_path(FILES["svid_key_file_name"]).read_bytes(), None)
+        spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+        return cls(serial=leaf.serial_number,
+                   fingerprint=_colons(leaf.fingerprint(hashes.SHA256())),
+                   not_after=leaf.not_valid_after_utc.isoformat(),
+                   key=hashlib.sha256(spki).hexdigest())
+
+    def lines(self) -> list[str]:
+        return [f"serial    {self.serial:X}", f"SHA-256   {self.fingerprint}",
+                f"notAfter  {self.not_after}"]
+
+
+def _colons(digest: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+def _describe_rotation(n: int, before: OnDisk, after: OnDisk, svid_name: str, key_name: str,
+                       out: Callable[[str], None]) -> None:
+    out(f"rotation {n}: {svid_name} and {key_name} replaced")
+    for label, old, new in zip(("serial", "SHA-256", "notAfter"), before.lines(),
+                               after.lines(), strict=True):
+        same = old == new and label == "notAfter"
+        out(f"  {label:<9} before {old.split(maxsplit=1)[1]}")
+        out(f"  {'':<9} after  {new.split(maxsplit=1)[1]}"
+            + ("  (same second: the demo rotates at once)" if same else ""))
+    changed = "a new key" if after.key != before.key else "the SAME key (not rotated)"
+    out(f"  key       {key_name} holds {changed}: public key SHA-256 "
+        f"{before.key[:16]}... -> {after.key[:16]}...")
 
 
 async def run_demo(directory: Path, *, rotations: int = 2, ttl: float = 3600.0,
@@ -103,24 +156,26 @@ async def _demo_against(agent: DevAgent, directory: Path, rotations: int,
     try:
         snapshot = await asyncio.wait_for(written.get(), STEP_TIMEOUT)
         await asyncio.wait_for(running.ready.wait(), STEP_TIMEOUT)  # JWT files too
-        leaf = snapshot.default.leaf
         out(f"identity:   {snapshot.default.spiffe_id}")
-        out(f"first SVID: serial {leaf.serial_number:x}, expires "
-            f"{leaf.not_valid_after_utc.isoformat()}")
+        current = OnDisk.read(cfg)
+        out("first SVID on disk:")
+        for line in current.lines():
+            out(f"  {line}")
         out("files:")
         _describe_files(cfg, out)
         _describe_jwt(cfg, running.status, out)
         svid_path = cfg.output_path(FILES["svid_file_name"])
+        key_name = FILES["svid_key_file_name"]
         for n in range(1, rotations + 1):
-            before, inode = leaf.serial_number, svid_path.stat().st_ino
+            before = current
             agent.rotate()
-            snapshot = await asyncio.wait_for(written.get(), STEP_TIMEOUT)
-            leaf = snapshot.default.leaf
-            out(f"rotation {n}: serial {before:x} -> {leaf.serial_number:x}, expires "
-                f"{leaf.not_valid_after_utc.isoformat()}; {svid_path.name} renamed into place "
-                f"(inode {inode} -> {svid_path.stat().st_ino})")
+            await asyncio.wait_for(written.get(), STEP_TIMEOUT)
+            current = OnDisk.read(cfg)
+            _describe_rotation(n, before, current, svid_path.name, key_name, out)
         out("files after the rotations:")
         _describe_files(cfg, out)
+        out(f"check it yourself: openssl x509 -in {svid_path} -noout -serial "
+            f"-fingerprint -sha256 -enddate")
     except TimeoutError:
         out("demo: timed out waiting for the helper to write files")
         return 1

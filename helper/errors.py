@@ -51,4 +51,11 @@ class NotYetValid(Refused):
 
 
 class WriteError(HelperError):
-    """Writing an output file failed; the previous file is still in place."""
+    """Writing an output file failed; the previous file is still in place.
+
+    `errno` is the OS error behind it, when there was one (see `helper.preflight`).
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        self.errno = errno
+        super().__init__(message)

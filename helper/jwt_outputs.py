@@ -32,6 +32,7 @@ from helper.config import Config, JWTSVIDConfig
 from helper.errors import Refused, WriteError
 from helper.jwks import JWTBundle, parse_jwt_bundles
 from helper.jwt import JWTSVID, select_jwt_svid, unverified_expiry, validate_jwt_svid
+from helper.preflight import cannot_heal
 from helper.render import OutputFile
 from helper.render_formats import jwt_bundle_file_json
 from helper.spiffeid import shown
@@ -320,6 +321,7 @@ class JWTSVIDFetcher:
         self.backoff = jwt_retry_backoff()
         # a write and a reload's rewrite never interleave (a stale token never wins)
         self.lock = asyncio.Lock()
+        self.fatal: WriteError | None = None
 
     @staticmethod
     def identity_of(entry: JWTSVIDConfig, cfg: Config) -> tuple[Path, tuple[str, ...]]:
@@ -354,6 +356,8 @@ class JWTSVIDFetcher:
         await asyncio.to_thread(self._forget_expired_token_on_disk)
         while True:
             svid = await self._renew(client)
+            if once and svid is None and self.fatal is not None:
+                raise self.fatal  # one-shot: retrying cannot fix it (helper.preflight)
             if svid is not None:
                 if once:
                     return
@@ -400,6 +404,7 @@ class JWTSVIDFetcher:
             self.status.jwt_write_status[self.key] = FAILED
             self.status.write_failures += 1
             self.status.last_error = str(exc)
+            self.fatal = exc if cannot_heal(exc) else None
             log.error("writing the JWT-SVID failed: %s", exc)
             return None
         self.backoff.reset()

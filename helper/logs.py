@@ -1,4 +1,4 @@
-"""Logging set-up: one line per event, as text or as JSON objects."""
+"""Logging set-up: one line per event, as text, JSON objects or logfmt (helper/golog.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR}
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "logfmt")
 
 
 class JSONFormatter(logging.Formatter):
@@ -30,6 +30,10 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
+    elif fmt == "logfmt":
+        from helper.golog import LogfmtFormatter
+
+        handler.setFormatter(LogfmtFormatter())
     else:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)-5s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z"))

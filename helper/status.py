@@ -6,9 +6,11 @@ sd_notify and the demo. No I/O.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 UNWRITTEN = "unwritten"
 WRITTEN = "written"
@@ -41,6 +43,31 @@ class Status:
     stream_healthy: bool = False
     last_message: float | None = None  # wall clock, seconds
     config_reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, failed
+    # Wall clock (seconds) of the last `last_error` and of the last good X.509 write; kept
+    # by __setattr__ so that no place that reports an error has to remember the time.
+    last_error_at: float | None = None
+    last_x509_ok_at: float | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "last_error" and value:
+            super().__setattr__("last_error_at", time.time())
+        elif name == "x509_write_status" and value == WRITTEN:
+            super().__setattr__("last_x509_ok_at", time.time())
+
+    def error_current(self, now: datetime) -> bool | None:
+        """Is the last error still the state of things? None when there was none.
+
+        Past once the helper is live, ready and streaming again and, with X.509 outputs,
+        a good write came after the error (an old error must not read as today's)."""
+        if not self.last_error:
+            return None
+        if not (self.live() and self.ready_at(now) and self.stream_healthy):
+            return True
+        if self.x509_write_status is None:
+            return False
+        return (self.last_x509_ok_at is None or self.last_error_at is None
+                or self.last_x509_ok_at < self.last_error_at)
 
     def live(self) -> bool:
         """Live unless a write failed (the Go tool's rule)."""

@@ -57,6 +57,8 @@ def status_document(status: Status, now: datetime, *, config_file: str = "") -> 
         "refused": dict(sorted(status.refused.items())),
         "write_failures": status.write_failures,
         "last_error": status.last_error,
+        "last_error_at": _iso_ts(status.last_error_at) if status.last_error else None,
+        "last_error_current": status.error_current(now),
         "now": _iso(now),
     }
 
@@ -127,5 +129,10 @@ def status_table(doc: Mapping[str, Any]) -> str:
     ]
     if doc.get("last_error"):
         rows.append(("last error", str(doc["last_error"])))
+        current = doc.get("last_error_current")
+        state = ("still current" if current is True else
+                 "past: the helper has recovered since" if current is False else "")
+        when = _when(doc.get("last_error_at"), now)
+        rows.append(("error at", "; ".join(part for part in (when, state) if part)))
     width = max(len(name) for name, _ in rows)
     return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)

@@ -256,7 +256,7 @@ class AtomicWriter:
                 _remove_quietly(created)
                 raise WriteError(
                     f"cannot write {file.path}: {describe_os_error(exc)}; "
-                    "no file of the set was replaced"
+                    "no file of the set was replaced", errno=exc.errno
                 ) from None
             except BaseException:
                 _remove_quietly(created)
@@ -273,7 +273,7 @@ class AtomicWriter:
                 done = ", ".join(str(p) for p in replaced) or "none"
                 raise WriteError(
                     f"cannot replace {item.file.path}: {describe_os_error(exc)}; "
-                    f"already replaced: {done}"
+                    f"already replaced: {done}", errno=exc.errno
                 ) from None
             self._remember(item.file.path, hashlib.sha256(item.file.data).digest(), item.file.mode)
             log.info("wrote %s (mode %04o)", item.file.path, item.file.mode)
@@ -308,7 +308,7 @@ def _refuse_directories(files: Sequence[OutputFile]) -> None:
         if stat.S_ISDIR(st.st_mode):
             raise WriteError(
                 f"cannot write {file.path}: {describe_os_error(OSError(errno.EISDIR, ''))}; "
-                "no file of the set was replaced"
+                "no file of the set was replaced", errno=errno.EISDIR
             )
 
 

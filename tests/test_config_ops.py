@@ -103,4 +103,5 @@ def test_status_document_has_no_secrets_only_names_and_times():
                           datetime(2030, 1, 1, tzinfo=timezone.utc))
     assert set(doc) == {"version", "config_file", "spiffe_id", "live", "ready", "x509", "jwt",
                         "workload_api", "child", "config_reloads", "refused",
-                        "write_failures", "last_error", "now"}
+                        "write_failures", "last_error", "last_error_at",
+                        "last_error_current", "now"}

@@ -9,6 +9,7 @@ and wires the sidecar, the CSI driver socket and the shared volumes together.
 from __future__ import annotations
 
 import dataclasses
+import json
 import posixpath
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from helper import config
+from helper.cmdargs import join_cmd_args
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -55,9 +57,16 @@ def test_the_readme_sed_line_fills_every_placeholder_of_the_example(name):
         assert used <= filled, f"{name}: {line!r} leaves {used - filled}"
 
 
-def load_elsewhere(text: str, source: str, syntax: str, cert_dir: Path) -> config.Config:
+def command_overrides(argv: list[str]) -> dict[str, str]:
+    """What `spiffe-helper ... -- ARGV` overrides in the config (helper/cli.py)."""
+    return {"cmd": argv[0], "cmd_args": join_cmd_args(argv[1:])}
+
+
+def load_elsewhere(text: str, source: str, syntax: str, cert_dir: Path,
+                   command: list[str] | None = None) -> config.Config:
     """Validate a config as the helper does, but with its cert_dir (which must exist) moved
-    to an existing directory; the returned Config has the original cert_dir."""
+    to an existing directory; the returned Config has the original cert_dir. `command`
+    is what follows `--` on the helper's command line."""
     data = (config.parse_toml if syntax == "toml" else config.parse_hcl)(text, source=source)
     original = data["cert_dir"]
     data["cert_dir"] = str(cert_dir)
@@ -75,7 +84,8 @@ def load_elsewhere(text: str, source: str, syntax: str, cert_dir: Path) -> confi
             resolve(name)
         except KeyError:
             accounts[key] = data.pop(key)
-    cfg = config.from_mapping(data, source=source, mode_strings=syntax == "toml")
+    cfg = config.from_mapping(data, source=source, mode_strings=syntax == "toml",
+                              overrides=command_overrides(command) if command else None)
     return dataclasses.replace(cfg, cert_dir=original, **accounts)
 
 
@@ -84,9 +94,29 @@ def load_elsewhere(text: str, source: str, syntax: str, cert_dir: Path) -> confi
 def test_every_example_helper_config_is_valid(name, file, tmp_path):
     text = PLACEHOLDER.sub(lambda m: SAMPLE[m.group(1)], (EXAMPLES / name / file).read_text())
     syntax = "toml" if file.endswith(".toml") else "hcl"
-    cfg = load_elsewhere(text, f"examples/{name}/{file}", syntax, tmp_path)
+    command = image_command()[1] if name == "container" else None
+    cfg = load_elsewhere(text, f"examples/{name}/{file}", syntax, tmp_path, command)
     assert cfg.x509_enabled
     assert cfg.cert_dir.startswith(SAMPLE["WORK"] + "/")
+
+
+def image_command() -> tuple[list[str], list[str]]:
+    """The container image's ENTRYPOINT (the helper and its flags) and its CMD."""
+    dockerfile = (EXAMPLES / "container" / "Dockerfile").read_text()
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    return entrypoint, cmd
+
+
+def test_container_image_wraps_its_cmd_after_double_dash():
+    entrypoint, cmd = image_command()
+    assert entrypoint[0] == "/opt/spiffe-helper/bin/spiffe-helper"
+    assert entrypoint[-1] == "--"
+    assert cmd[0] == "nginx"
+    text = (EXAMPLES / "container" / "helper.hcl").read_text()
+    data = config.parse_hcl(text, source="helper.hcl")
+    assert "cmd" not in data
+    assert "cmd_args" not in data
 
 
 def test_examples_use_hcl_and_toml():
@@ -161,3 +191,35 @@ def test_kubernetes_certs_emptydir_is_shared_with_nginx_at_the_paths_it_reads(ma
     assert len(shared) == 1
     assert _mounts(app)[shared[0]]["mountPath"] == pid_dir
     assert f"pid {cfg.pid_file_name};" in nginx_conf
+
+
+def test_kubernetes_wrapped_pod_runs_nginx_after_double_dash(tmp_path):
+    docs = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "wrapped.yaml").read_text()))
+    by_kind = {doc["kind"]: doc for doc in docs}
+    assert set(by_kind) == {"ConfigMap", "Pod"}
+    pod = by_kind["Pod"]["spec"]
+    (container,) = pod["containers"]
+    assert "initContainers" not in pod
+    entrypoint, image_cmd = image_command()
+    assert container["command"][0] == entrypoint[0]
+    assert container["command"][-1] == "--"
+    assert container["args"] == image_cmd  # the image's nginx, spelled out
+    cfg = load_elsewhere(by_kind["ConfigMap"]["data"]["helper.conf"], "wrapped.yaml", "hcl",
+                         tmp_path, container["args"])
+    assert cfg.cmd == "nginx"
+    assert cfg.on_cmd_exit == "exit"
+    mounts = _mounts(container)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (csi,) = [name for name, v in volumes.items() if "csi" in v]
+    assert posixpath.dirname(cfg.address.path) == mounts[csi]["mountPath"]
+    assert mounts["certs"]["mountPath"] == cfg.cert_dir == "/srv/spiffe/certs"
+    assert volumes["certs"]["emptyDir"] == {"medium": "Memory"}
+    nginx_conf = (EXAMPLES / "container" / "nginx.conf").read_text().replace("@WORK@",
+                                                                             "/srv/spiffe")
+    assert f"ssl_certificate     {cfg.cert_dir}/{cfg.svid_file_name};" in nginx_conf
+    config_mount = mounts["config"]
+    assert container["command"][container["command"].index("-config") + 1] == \
+        config_mount["mountPath"]
+    probe = container["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == (cfg.health_checks.readiness_path,
+                                              cfg.health_checks.bind_port)

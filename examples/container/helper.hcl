@@ -7,8 +7,8 @@ svid_file_name = "svid.pem"
 svid_key_file_name = "svid_key.pem"
 svid_bundle_file_name = "svid_bundle.pem"
 
-cmd = "nginx"
-cmd_args = "-e stderr -p @WORK@ -c @WORK@/nginx.conf"
+# No cmd here: the Dockerfile's ENTRYPOINT ends in "--" and its CMD is the command
+# (nginx), which the helper starts after the first write and supervises.
 renew_signal = "SIGHUP"
 # The container lives as long as nginx: when nginx exits, the helper (PID 1) exits with
 # nginx's status (128+N when a signal N killed it), and the container stops.

@@ -10,6 +10,7 @@ nginx's, and no process of the namespace may be left.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 from harness import (
+    EXAMPLES,
     Daemon,
     daemon_workdir,
     free_port,
@@ -52,14 +54,26 @@ def container(tools):
         yield work, agent
 
 
+def image_command(work: Path) -> list[str]:
+    """The Dockerfile's ENTRYPOINT + CMD (`spiffe-helper -config ... -- nginx ...`), with
+    the image's paths moved to `work` and the helper run from this checkout."""
+    dockerfile = (EXAMPLES / "container" / "Dockerfile").read_text()
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    assert entrypoint[0] == "/opt/spiffe-helper/bin/spiffe-helper"
+    assert entrypoint[-1] == "--"
+    return [sys.executable, "-m", "helper",
+            *(arg.replace("/srv/spiffe", str(work)) for arg in entrypoint[1:] + cmd)]
+
+
 def start_pid1(tools: dict[str, str], work: Path, agent: DevAgentThread, port: int) -> Daemon:
-    files = render_example("container", work, {"WORK": str(work), "PORT": str(port),
-                                               "AGENT": agent.socket_path},
-                           files=("helper.hcl", "nginx.conf"))
+    render_example("container", work, {"WORK": str(work), "PORT": str(port),
+                                       "AGENT": agent.socket_path},
+                   files=("helper.hcl", "nginx.conf"))
     # unshare ignores SIGTERM while it waits for its child; --kill-child makes a SIGKILL of
     # unshare (the teardown when a test fails midway) kill PID 1, and so the namespace.
     return Daemon([tools["unshare"], "--pid", "--fork", "--mount-proc", "--kill-child", "--",
-                   sys.executable, "-m", "helper", "-config", str(files["helper.hcl"])],
+                   *image_command(work)],
                   work / "pid1.log", stop_signal=signal.SIGKILL)
 
 
