@@ -131,6 +131,9 @@ class SpireServer:
     trust_domain: str
     port: int
     ca_ttl: str = "10m"
+    # (certificate, key) of an upstream root: SPIRE's CA is then an intermediate, and
+    # every SVID chain carries it.
+    upstream: tuple[Path, Path] | None = None
     proc: Proc | None = None
     entries: list[Entry] = field(default_factory=list)
 
@@ -168,8 +171,15 @@ plugins {{
     }}
     NodeAttestor "join_token" {{ plugin_data {{}} }}
     KeyManager "memory" {{ plugin_data {{}} }}
-}}
+{self._upstream()}}}
 """
+
+    def _upstream(self) -> str:
+        if self.upstream is None:
+            return ""
+        cert, key = self.upstream
+        return (f'    UpstreamAuthority "disk" {{ plugin_data {{ cert_file_path = "{cert}"\n'
+                f'        key_file_path = "{key}" }} }}\n')
 
     def start(self) -> SpireServer:
         (self.work / "data").mkdir(parents=True, exist_ok=True)
@@ -364,22 +374,48 @@ def free_port_pair() -> int:
     raise AssertionError("no free port pair")
 
 
+def upstream_root(work: Path, trust_domain: str) -> tuple[Path, Path]:
+    """A self-signed root CA (cert and PKCS#8 key files) for SPIRE's disk UpstreamAuthority."""
+    from pki import make_root
+
+    root = make_root(trust_domain, cn=f"{trust_domain} upstream root")
+    cert, key = work / "upstream.crt", work / "upstream.key"
+    cert.write_bytes(root.cert.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(root.key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key.chmod(0o600)
+    return cert, key
+
+
 @contextlib.contextmanager
-def spire(trust_domain: str = "a.test", *, ca_ttl: str = "10m",
-          prefix: str = "sp-") -> Iterator[Spire]:
-    """A SPIRE server and an agent joined to it, stopped on exit."""
-    bins = require_peers("spire-server", "spire-agent")
-    binary_dir = bins["spire-server"].parent
+def spire_server(trust_domain: str, *, ca_ttl: str = "10m", prefix: str = "ss-",
+                 upstream: bool = False) -> Iterator[SpireServer]:
+    """A SPIRE server alone (a federation peer), stopped on exit."""
+    bins = require_peers("spire-server")
     with short_workdir(prefix) as work:
-        server = SpireServer(binary_dir, work, trust_domain, free_port_pair(), ca_ttl=ca_ttl)
-        agent = SpireAgent(binary_dir, work, server)
+        server = SpireServer(bins["spire-server"].parent, work, trust_domain,
+                             free_port_pair(), ca_ttl=ca_ttl,
+                             upstream=upstream_root(work, trust_domain) if upstream else None)
         try:
-            server.start()
+            yield server.start()
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def spire(trust_domain: str = "a.test", *, ca_ttl: str = "10m", prefix: str = "sp-",
+          upstream: bool = False) -> Iterator[Spire]:
+    """A SPIRE server and an agent joined to it, stopped on exit."""
+    bins = require_peers("spire-agent")
+    with spire_server(trust_domain, ca_ttl=ca_ttl, prefix=prefix,
+                      upstream=upstream) as server:
+        agent = SpireAgent(bins["spire-agent"].parent, server.work, server)
+        try:
             agent.start()
             yield Spire(server, agent)
         finally:
             agent.stop()
-            server.stop()
 
 
 # --- helper configs and checks on the files -------------------------------------------------
