@@ -491,12 +491,25 @@ def key_matches(key_path: Path, leaf: x509.Certificate) -> bool:
     return key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
 
 
-def check_x509_files(cert_dir: Path, spiffe_id: str, names: dict[str, str] = X509_FILES
-                     ) -> tuple[x509.Certificate, x509.Certificate]:
+def check_x509_files(cert_dir: Path, spiffe_id: str, names: dict[str, str] = X509_FILES,
+                     settle: float = 5.0) -> tuple[x509.Certificate, x509.Certificate]:
     """The three Go-layout files hold an SVID of `spiffe_id`, its key, and a bundle it
-    verifies to; returns (leaf, anchoring root)."""
-    chain = load_certs(cert_dir / names["svid_file_name"])
-    assert uri_sans(chain[0]) == [spiffe_id]
-    assert key_matches(cert_dir / names["svid_key_file_name"], chain[0])
-    root = verify_chain(chain, load_certs(cert_dir / names["svid_bundle_file_name"]))
-    return chain[0], root
+    verifies to; returns (leaf, anchoring root). Read within `settle` seconds: a reader that
+    comes between the renames of a new set's files sees the new cert with the old key."""
+    last: list[BaseException] = []
+
+    def check() -> tuple[x509.Certificate, x509.Certificate] | None:
+        try:
+            chain = load_certs(cert_dir / names["svid_file_name"])
+            assert uri_sans(chain[0]) == [spiffe_id], uri_sans(chain[0])
+            assert key_matches(cert_dir / names["svid_key_file_name"], chain[0]), "key"
+            return chain[0], verify_chain(
+                chain, load_certs(cert_dir / names["svid_bundle_file_name"]))
+        except (AssertionError, ValueError, FileNotFoundError) as exc:
+            last[:] = [exc]
+            return None
+
+    try:
+        return wait_for(check, settle, what=f"{cert_dir}: a consistent SVID of {spiffe_id}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {last[0]!r}") from None
