@@ -16,7 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -58,9 +60,7 @@ class WriteObserver(Observer):
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
         self._buffer = b""
-        from collections import Counter
-
-        self.renames = Counter()
+        self.renames: Counter[str] = Counter()
         if self._line(START_TIMEOUT) != "ready":
             self.close()
             raise BenchError("observer did not start")
@@ -197,8 +197,6 @@ def main(argv: list[str]) -> int:
     from bench.inotify import IN_MOVED_TO, Inotify
 
     with Inotify(argv[0], IN_MOVED_TO | IN_CLOSE_WRITE) as watch:
-        import threading
-
         threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
         sys.stdout.write("ready\n")
         sys.stdout.flush()

@@ -31,7 +31,8 @@ from harness import free_port
 from spire import Spire, require_peers, spire, spire_server
 from util import ROOT, helper_cmd, wait_for
 
-pytestmark = pytest.mark.interop
+# SPIRE starts within the first test of a module: a longer timeout than the default.
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
 CORPUS = Path(__file__).parent / "corpus"
 VALID = sorted((CORPUS / "valid").glob("*.conf"))

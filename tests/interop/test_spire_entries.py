@@ -12,7 +12,8 @@ from harness import free_port
 from spire import X509_FILES, Spire, check_x509_files, helper_conf, spire
 from util import HelperProcess, leaf_serial, wait_for
 
-pytestmark = pytest.mark.interop
+# SPIRE starts within the first test of a module: a longer timeout than the default.
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 ID = "spiffe://a.test/workload"
 
 

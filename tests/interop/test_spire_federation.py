@@ -13,7 +13,8 @@ from spiffe_formats import bundle_map_certificates
 from spire import X509_FILES, Spire, check_x509_files, helper_conf, load_certs, spire, spire_server
 from util import HelperProcess, wait_for
 
-pytestmark = pytest.mark.interop
+# SPIRE starts within the first test of a module: a longer timeout than the default.
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 from spire import X509_FILES, Spire, check_x509_files, helper_conf, spire
 from util import run_helper
 
-pytestmark = pytest.mark.interop
+# SPIRE starts within the first test of a module: a longer timeout than the default.
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ from spire import (
 )
 from util import HelperProcess, leaf_serial, run_helper, wait_for
 
-pytestmark = pytest.mark.interop
+# SPIRE starts within the first test of a module: a longer timeout than the default.
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
 X509_TTL = 20  # s: SPIRE's agent renews at half-life, checked every 5 s
 
