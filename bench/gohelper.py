@@ -171,9 +171,9 @@ def run(ws: Workspace, plan: Plan) -> list[Row]:
 
     def row(figure: str, go_text: str, ours_text: str, ours_value: float,
             go_value: float) -> Row:
-        return Row(f"vs Go: {figure}", f"Go {go_text}, ours {ours_text} "
-                   f"(ours/Go {ours_value / go_value:.2f}×)" if go_value else
-                   f"Go {go_text}, ours {ours_text}", info, "info", data)
+        ratio = f" (ours/Go {ours_value / go_value:.2f}×)" if go_value >= 0.01 else ""
+        return Row(f"vs Go: {figure}", f"Go {go_text}, ours {ours_text}{ratio}", info,
+                   "info", data)
 
     go_med, ours_med = spread(times["go"]).median, spread(times["ours"]).median
     return [
@@ -186,8 +186,8 @@ def run(ws: Workspace, plan: Plan) -> list[Row]:
             f"{o['p99_ms']:.1f} ms", o["p99_ms"], g["p99_ms"]),
         row(f"idle CPU over {plan.idle_seconds:g} s", f"{g['idle_cpu_percent']:.3f} %",
             f"{o['idle_cpu_percent']:.3f} %", o["idle_cpu_percent"], g["idle_cpu_percent"]),
-        row("idle wakeups/s (all threads)", f"{g['wakeups_per_s']:.1f}",
-            f"{o['wakeups_per_s']:.1f}", o["wakeups_per_s"], g["wakeups_per_s"]),
+        row("idle wakeups/s (all threads)", f"{g['wakeups_per_s']:.2f}",
+            f"{o['wakeups_per_s']:.2f}", o["wakeups_per_s"], g["wakeups_per_s"]),
         row("idle RSS", mib(g["rss"]), mib(o["rss"]), o["rss"], g["rss"]),
     ]
 
