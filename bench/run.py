@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import child, idle, large, oneshot, rotation
+from bench import child, gohelper, idle, large, oneshot, rotation
 from bench.plan import FULL, QUICK, Plan
 from bench.report import ERROR, MISS, NA, Row, json_report, markdown_table, ms
 from bench.stats import Spread, spread
@@ -33,6 +33,8 @@ FIGURES: dict[str, tuple[str, Figure]] = {
     "rotation": ("rotation latency", rotation.latency),
     "child": (child.FIGURE, child.run),
     "idle": ("idle daemon", idle.run),
+    # The Go spiffe-helper beside ours, when tests/interop/build-peers has built it.
+    "gohelper": (gohelper.FIGURE, gohelper.run),
     "large": ("large snapshot", large.run),
     "endurance": ("endurance", rotation.endurance),
 }
