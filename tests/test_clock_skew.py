@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pki
 import pytest
-from util import HelperProcess, leaf_serial, wait_for
+from util import BASE_CONF, HelperProcess, leaf_serial, wait_for
 
 from helper import config
 from helper._proto import workload_pb2
@@ -56,12 +56,7 @@ def test_the_key_is_in_the_reference():
     assert "`clock_skew`" in config.reference_table_markdown()
 
 
-CONF = """\
-agent_address = "{socket}"
-cert_dir = "{cert_dir}"
-svid_file_name = "svid.pem"
-svid_key_file_name = "svid_key.pem"
-svid_bundle_file_name = "svid_bundle.pem"
+CONF = BASE_CONF + """\
 clock_skew = 1
 """
 

@@ -9,15 +9,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from util import HelperProcess, wait_for
+from util import BASE_CONF, HelperProcess, wait_for
 
-CONF = """\
-agent_address = "{socket}"
-cert_dir = "{cert_dir}"
-svid_file_name = "svid.pem"
-svid_key_file_name = "svid_key.pem"
-svid_bundle_file_name = "svid_bundle.pem"
-"""
+CONF = BASE_CONF
 
 
 def test_a_one_shot_run_stopped_by_sigterm_before_any_write_exits_1(tmp_path, certs):

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from util import HelperProcess, leaf_serial, wait_for
+from util import BASE_CONF, HelperProcess, leaf_serial, wait_for
 
 from helper.config import CONFIG_KEYS, Config, HealthChecks, JWTSVIDConfig, X509SVIDConfig
 from helper.reconfigure import (
@@ -111,12 +111,7 @@ def test_a_reload_applies_each_key_or_keeps_its_old_value_and_says_so(key):
 
 # --- end to end: the keys the review named take effect at once -----------------------------
 
-CONF = """\
-agent_address = "{socket}"
-cert_dir = "{cert_dir}"
-svid_file_name = "svid.pem"
-svid_key_file_name = "svid_key.pem"
-svid_bundle_file_name = "svid_bundle.pem"
+CONF = BASE_CONF + """\
 jwt_bundle_file_name = "jwt_bundle.json"
 """
 

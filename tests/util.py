@@ -17,6 +17,16 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The three X.509 outputs in cert_dir, from the agent at socket: format() it.
+BASE_CONF = """\
+agent_address = "{socket}"
+cert_dir = "{cert_dir}"
+svid_file_name = "svid.pem"
+svid_key_file_name = "svid_key.pem"
+svid_bundle_file_name = "svid_bundle.pem"
+"""
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

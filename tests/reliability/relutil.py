@@ -27,7 +27,7 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
     sys.path.insert(0, str(TESTS))
 
-from util import helper_cmd, wait_for  # noqa: E402
+from util import BASE_CONF, helper_cmd, wait_for  # noqa: E402
 
 from helper._proto import workload_pb2  # noqa: E402
 from helper.writer import TEMP_MARKER  # noqa: E402
@@ -35,13 +35,7 @@ from helper.writer import TEMP_MARKER  # noqa: E402
 FILES = ("svid.pem", "svid_key.pem", "svid_bundle.pem")
 CERT, KEY, BUNDLE = FILES
 
-CONF = """\
-agent_address = "{socket}"
-cert_dir = "{cert_dir}"
-svid_file_name = "svid.pem"
-svid_key_file_name = "svid_key.pem"
-svid_bundle_file_name = "svid_bundle.pem"
-"""
+CONF = BASE_CONF
 
 REFUSED = re.compile(r"refused X\.509-SVID message \(rule (\w+)\)")
 RETRYING = re.compile(r"retrying in ([0-9.]+) s")
