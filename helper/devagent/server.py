@@ -64,23 +64,14 @@ def _add_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
     by `_serialize` (so a `RawMessage` goes out as it is)."""
     stream, unary = grpc.unary_stream_rpc_method_handler, grpc.unary_unary_rpc_method_handler
     pb = workload_pb2
-    handlers = {
-        "FetchX509SVID": stream(servicer.FetchX509SVID,
-                                request_deserializer=pb.X509SVIDRequest.FromString,
-                                response_serializer=_serialize),
-        "FetchX509Bundles": stream(servicer.FetchX509Bundles,
-                                   request_deserializer=pb.X509BundlesRequest.FromString,
-                                   response_serializer=_serialize),
-        "FetchJWTSVID": unary(servicer.FetchJWTSVID,
-                              request_deserializer=pb.JWTSVIDRequest.FromString,
-                              response_serializer=_serialize),
-        "FetchJWTBundles": stream(servicer.FetchJWTBundles,
-                                  request_deserializer=pb.JWTBundlesRequest.FromString,
-                                  response_serializer=_serialize),
-        "ValidateJWTSVID": unary(servicer.ValidateJWTSVID,
-                                 request_deserializer=pb.ValidateJWTSVIDRequest.FromString,
-                                 response_serializer=_serialize),
-    }
+    methods = (("FetchX509SVID", stream, pb.X509SVIDRequest),
+               ("FetchX509Bundles", stream, pb.X509BundlesRequest),
+               ("FetchJWTSVID", unary, pb.JWTSVIDRequest),
+               ("FetchJWTBundles", stream, pb.JWTBundlesRequest),
+               ("ValidateJWTSVID", unary, pb.ValidateJWTSVIDRequest))
+    handlers = {name: kind(getattr(servicer, name), request_deserializer=request.FromString,
+                           response_serializer=_serialize)
+                for name, kind, request in methods}
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("SpiffeWorkloadAPI", handlers),))
     server.add_registered_method_handlers(  # type: ignore[attr-defined]  # not in grpc-stubs
