@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from helper import hints, jwt_outputs, preflight, x509_outputs
+from helper import hints, preflight, x509_outputs
 from helper._proto import workload_pb2
 from helper.address import Address
 from helper.backoff import workload_api_backoff
@@ -490,6 +490,9 @@ def build(cfg: Config, *, stop: asyncio.Event | None = None,
     helper = Helper(cfg, status=status, stop=stop, load_config=load_config)
     x509_outputs.attach(helper)
     if cfg.needs_jwt:
+        # JWT parsing and the JWKS code are imported only by configs that fetch JWTs
+        from helper import jwt_outputs
+
         jwt_outputs.attach(helper)
     if cfg.daemon_mode:
         # not on the one-shot path: none of these modules is imported there

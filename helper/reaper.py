@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -36,6 +35,8 @@ def become_subreaper(on: bool = True) -> bool:
     not possible."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # only for a helper that supervises: not imported by one that does not
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         result = libc.prctl(ctypes.c_int(PR_SET_CHILD_SUBREAPER), ctypes.c_ulong(int(on)),

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -34,12 +34,15 @@ from cryptography.hazmat.primitives.serialization import (
     KeySerializationEncryption,
     NoEncryption,
     PublicFormat,
-    pkcs12,
 )
 
 from helper.identity import X509SVID, X509Snapshot
-from helper.jwks import X509_SVID_USE, JWTBundleSet, jwk, jwks_json
 from helper.render import OutputFile, bundle_certificates, certificates_pem, pem_block
+
+if TYPE_CHECKING:
+    from helper.jwks import JWTBundleSet
+
+# helper.jwks and PKCS#12 are imported where used: an X.509 run writing PEM files loads neither
 
 PKCS12_ALIAS = b"spiffe"
 NAME_MAX = 255
@@ -131,6 +134,8 @@ def pkcs12_bytes(svid: X509SVID, password: bytes | None) -> bytes:
     key = svid.private_key
     if not isinstance(key, _PKCS12_KEY_TYPES):  # pragma: no cover - validated earlier
         raise TypeError("private key type cannot go into PKCS#12")
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     return pkcs12.serialize_key_and_certificates(
         PKCS12_ALIAS, key, svid.leaf, list(svid.intermediates) or None, encryption
     )
@@ -139,6 +144,8 @@ def pkcs12_bytes(svid: X509SVID, password: bytes | None) -> bytes:
 def pkcs12_matches(data: bytes, svid: X509SVID, password: bytes | None) -> bool:
     """True when `data` is a PKCS#12 that opens with `password` and holds exactly the key,
     leaf and intermediates of `svid` (so it need not be rewritten)."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     try:
         loaded = pkcs12.load_pkcs12(data, password)
     except (ValueError, TypeError):
@@ -370,6 +377,8 @@ class BundleSequences:
         whole file is ignored (and rewritten)."""
         if len(data) > MAX_SEED_BYTES or not json_depth_at_most(data, MAX_SEED_DEPTH):
             return
+        from helper.jwks import X509_SVID_USE
+
         known: dict[str, tuple[bytes, int]] = {}
         try:
             doc = json.loads(data)
@@ -399,6 +408,8 @@ class BundleSequences:
 
 def authority_jwk(cert: x509.Certificate) -> dict[str, Any] | None:
     """An X.509 authority as a SPIFFE bundle key: use x509-svid, key parameters, x5c."""
+    from helper.jwks import X509_SVID_USE, jwk
+
     return jwk(cert.public_key(), use=X509_SVID_USE,
                x5c=(base64.b64encode(_der(cert)).decode("ascii"),))
 
@@ -426,5 +437,7 @@ def jwt_bundle_file_json(bundles: JWTBundleSet) -> bytes:
     """The Go helper's JWT bundle file: a compact JSON object mapping each trust domain name
     to the standard base64 of its JWKS (go-spiffe's jwtbundle.Marshal), keys sorted as Go's
     json.Marshal sorts map keys; no trailing newline."""
+    from helper.jwks import jwks_json
+
     doc = {td: base64.b64encode(jwks_json(bundles[td])).decode("ascii") for td in bundles}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

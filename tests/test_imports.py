@@ -19,7 +19,17 @@ from util import wait_for
 
 # Modules the one-shot run must not load: daemon-only features, test and dev tooling.
 NOT_ON_THE_ONE_SHOT_PATH = ("watchdog", "psutil", "http.server", "helper.devagent",
-                            "hypothesis", "tomllib", "grpc")
+                            "hypothesis", "tomllib", "grpc",
+                            # daemon-only features (helper/app.py `build`)
+                            "helper.supervisor", "helper.reaper", "helper.health",
+                            "helper.metrics", "helper.reconfigure", "helper.sdnotify",
+                            "helper.expiry", "ctypes",
+                            # JWT code: only for a config that fetches JWTs
+                            "helper.jwt_outputs", "helper.jwt", "helper.jwks",
+                            # formats the config does not ask for (helper/render_formats.py)
+                            "cryptography.hazmat.primitives.serialization.pkcs12")
+# Only for a helper that supervises something (cmd, pid_file_name, reload_cmd, PID 1).
+ONLY_WHEN_SUPERVISING = ("ctypes",)
 # Modules no helper run loads: grpcio (its core's threads wake an idle daemon ~15 times a
 # second, issue 13) and everything that only serves the API.
 NEVER_IN_THE_HELPER = ("grpc", "helper.devagent", "helper._proto.workload_pb2_grpc")
@@ -93,3 +103,5 @@ def test_a_daemon_never_imports_grpcio(tmp_path: Path, agent) -> None:
     assert "helper.app" in modules
     assert "grpclib.client" in modules
     assert loaded_of(modules, NEVER_IN_THE_HELPER) == []
+    # nothing to supervise here (no cmd, pid_file_name or reload_cmd)
+    assert loaded_of(modules, ONLY_WHEN_SUPERVISING) == []
