@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.idle import SETTLE_S, thread_stats
+from bench.idle import SETTLE_S, ThreadSample, thread_stats
 from bench.observe import _exit_when_stdin_closes
 from bench.plan import Plan
 from bench.report import NA, Row, mib, ms
@@ -152,7 +152,8 @@ def _daemon(ws: Workspace, go: Path, who: str, plan: Plan) -> dict[str, float]:
         daemon.stop()
         observer.close()
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
-    wakeups = sum(a[1] - before.get(name, (0, 0))[1] for name, a in after.items()) / wall
+    wakeups = sum(a.switches - before.get(name, ThreadSample()).switches
+                  for name, a in after.items()) / wall
     return {"p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99),
             "idle_cpu_percent": cpu, "wakeups_per_s": wakeups, "rss": rss}
 
