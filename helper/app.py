@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,11 @@ class Helper:
 
     async def run(self) -> int:
         """Run until done. Returns the process exit code."""
+        # Blocking work (validation, fsynced writes, pid files, config reads) runs off the
+        # event loop on ONE worker thread: writes stay in order, and an idle helper has two
+        # threads, neither of which wakes (asyncio's default pool keeps up to cpus + 4).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="spiffe-helper-io"))
         stale_files = await asyncio.to_thread(self.writer.cleanup_stale,
                                               output_directories(self.cfg))
         for stale in stale_files:

@@ -66,7 +66,8 @@ def loaded_of(modules: set[str], banned: tuple[str, ...]) -> list[str]:
 
 def test_a_daemon_never_imports_grpcio(tmp_path: Path, agent) -> None:
     """The daemon, with X.509 and JWT outputs, health and metrics, through a rotation and
-    a config reload: grpclib and the protobuf messages, never grpcio."""
+    a config reload: grpclib and the protobuf messages, never grpcio; and at most two
+    threads (the event loop and the one worker that writes files) once idle."""
     certs = tmp_path / "certs"
     certs.mkdir()
     with socket.socket() as s:
@@ -93,6 +94,10 @@ def test_a_daemon_never_imports_grpcio(tmp_path: Path, agent) -> None:
             proc.send_signal(signal.SIGHUP)  # a config reload
             wait_for(lambda: "config reload (" in log.read_text(errors="replace"), 20,
                      "the reload")
+            # idle after all that work (writes, validation, a reload off the event loop):
+            # the event loop and one worker thread, nothing else (issue 13: <= 2 threads)
+            threads = sorted(p.name for p in Path(f"/proc/{proc.pid}/task").iterdir())
+            assert len(threads) <= 2, threads
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(20) == 0, log.read_text(errors="replace")
         finally:
