@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,11 @@ def test_hostile_jwt_svids_from_the_agent_are_refused_with_the_rule_named(
 
 
 async def in_thread(fn: Callable[[], Any]) -> Any:
-    return await asyncio.to_thread(fn)
+    """`fn` on a thread of its own: not the helper's one worker (the loop's default
+    executor), which a blocking wait of the test's would hold."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test") as pool:
+        return await loop.run_in_executor(pool, fn)
 
 
 def run_in_process(cfg: config.Config,
