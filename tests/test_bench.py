@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from util import ROOT
+from util import ROOT, wait_for
 
 from bench import child
 from bench.stats import pairwise_ratios, percentile, spread
@@ -121,10 +121,8 @@ def test_idle_wakeups_count_context_switches_per_thread_name():
         assert blocked.stdout is not None
         assert blocked.stdout.readline() == b"ready\n"
         process = psutil.Process(blocked.pid)
-        deadline = time.monotonic() + 20
-        while process.status() != psutil.STATUS_SLEEPING:  # blocked in read()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: process.status() == psutil.STATUS_SLEEPING, 20,
+                 "the process blocked in read()")
         before = switches(blocked.pid), switches(polling.pid)
         time.sleep(0.5)  # the measurement window
         after = switches(blocked.pid), switches(polling.pid)

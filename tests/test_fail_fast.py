@@ -132,17 +132,26 @@ def test_which_write_errors_cannot_heal(code, heals):
     assert preflight.cannot_heal(WriteError("x", errno=code)) is not heals
 
 
-def test_one_shot_into_a_missing_directory_exits_1_at_once(tmp_path, agent, certs):
+def one_shot_exits_1_at_once(tmp_path, agent, certs, outputs: str,
+                             ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A one-shot run writing `outputs` under `certs`: it exits 1 well before
+    `startup_timeout`. The config path and the finished run."""
     path = tmp_path / "helper.conf"
-    path.write_text(f'agent_address = "{agent.socket_path}"\ncert_dir = "{certs}"\n'
-                    'svid_file_name = "gone/svid.pem"\nsvid_key_file_name = "gone/key.pem"\n'
-                    'svid_bundle_file_name = "gone/bundle.pem"\n'
-                    f'daemon_mode = false\nstartup_timeout = {STARTUP_TIMEOUT}\n')
+    path.write_text(f'agent_address = "{agent.socket_path}"\ncert_dir = "{certs}"\n' + outputs
+                    + f'daemon_mode = false\nstartup_timeout = {STARTUP_TIMEOUT}\n')
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "helper", "-config", str(path)],
                             capture_output=True, text=True, timeout=50, check=False)
     assert result.returncode == 1, result.stderr
     assert time.monotonic() - start < STARTUP_TIMEOUT / 2
+    return path, result
+
+
+def test_one_shot_into_a_missing_directory_exits_1_at_once(tmp_path, agent, certs):
+    path, result = one_shot_exits_1_at_once(
+        tmp_path, agent, certs,
+        'svid_file_name = "gone/svid.pem"\nsvid_key_file_name = "gone/key.pem"\n'
+        'svid_bundle_file_name = "gone/bundle.pem"\n')
     assert "No such file or directory (ENOENT)" in result.stderr
     assert "previous files left in place" not in result.stderr
     check = subprocess.run([sys.executable, "-m", "helper", "check-config", "-config",
@@ -153,14 +162,8 @@ def test_one_shot_into_a_missing_directory_exits_1_at_once(tmp_path, agent, cert
 
 
 def test_one_shot_jwt_into_a_missing_directory_exits_1_at_once(tmp_path, agent, certs):
-    path = tmp_path / "helper.conf"
-    path.write_text(f'agent_address = "{agent.socket_path}"\ncert_dir = "{certs}"\n'
-                    'jwt_svids = [{ jwt_audience = "db", jwt_svid_file_name = "gone/token" }]\n'
-                    f'daemon_mode = false\nstartup_timeout = {STARTUP_TIMEOUT}\n')
-    start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "helper", "-config", str(path)],
-                            capture_output=True, text=True, timeout=50, check=False)
-    assert result.returncode == 1, result.stderr
-    assert time.monotonic() - start < STARTUP_TIMEOUT / 2
+    _, result = one_shot_exits_1_at_once(
+        tmp_path, agent, certs,
+        'jwt_svids = [{ jwt_audience = "db", jwt_svid_file_name = "gone/token" }]\n')
     assert "giving up at once" in result.stderr
     assert "No such file or directory (ENOENT)" in result.stderr
