@@ -5,7 +5,7 @@
                                                                               the child, ...
 
 `X509Pipeline` turns FetchX509SVID messages into files (the JWT pipeline lives in
-`helper.jwt_outputs`). `Helper` runs the pipelines a config needs on one Workload API
+`helper.outputs.jwt_pipeline`). `Helper` runs the pipelines a config needs on one Workload API
 client, once (one-shot mode) or forever (daemon mode), next to the signal dispatcher and
 the side services; features attach to it through its hook lists. `build()` decides which
 features a config turns on; `serve()` is build-and-run for callers such as the demo.
@@ -24,23 +24,25 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from helper import hints, preflight, x509_outputs
 from helper._proto import workload_pb2
-from helper.address import Address
-from helper.backoff import workload_api_backoff
 from helper.config import Config
 from helper.config import load as load_config_file
 from helper.errors import NotYetValid, Refused, WriteError
-from helper.identity import X509Snapshot
-from helper.mailbox import Latest
-from helper.render import OutputFile
-from helper.signals import STOP_SIGNALS, SignalQueue
-from helper.status import FAILED, UNWRITTEN, WRITTEN, Status
+from helper.identity.snapshot import X509Snapshot
+from helper.identity.x509 import select_svid, valid_from, validate_x509_response
+from helper.ops.status import FAILED, UNWRITTEN, WRITTEN, Status
+from helper.outputs import preflight
+from helper.outputs import x509_files as x509_outputs
+from helper.outputs.pem import OutputFile
+from helper.outputs.writer import AtomicWriter
+from helper.outputs.x509_files import X509Renderer
+from helper.supervise.signals import STOP_SIGNALS, SignalQueue
 from helper.tasks import run_all, run_until_first
-from helper.validate import select_svid, valid_from, validate_x509_response
-from helper.workload import RefusedMessage, WorkloadAPIError, WorkloadClient, watch
-from helper.writer import AtomicWriter
-from helper.x509_outputs import X509Renderer
+from helper.workload import advice as hints
+from helper.workload.address import Address
+from helper.workload.backoff import workload_api_backoff
+from helper.workload.client import RefusedMessage, WorkloadAPIError, WorkloadClient, watch
+from helper.workload.mailbox import Latest
 
 log = logging.getLogger("spiffe_helper")
 
@@ -497,12 +499,14 @@ def build(cfg: Config, *, stop: asyncio.Event | None = None,
     x509_outputs.attach(helper)
     if cfg.needs_jwt:
         # JWT parsing and the JWKS code are imported only by configs that fetch JWTs
-        from helper import jwt_outputs
+        from helper.outputs import jwt_pipeline as jwt_outputs
 
         jwt_outputs.attach(helper)
     if cfg.daemon_mode:
         # not on the one-shot path: none of these modules is imported there
-        from helper import expiry, health, reconfigure, sdnotify, supervisor
+        from helper.config import reconfigure
+        from helper.ops import expiry, health, sdnotify
+        from helper.supervise import supervisor
 
         health.attach(helper)
         expiry.attach(helper)

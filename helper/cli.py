@@ -1,7 +1,7 @@
 """The `spiffe-helper` command line.
 
 Compatible with the Go tool's flags (`-config FILE`, `-daemon-mode=false`, `-version`,
-`-help`), read with Go's flag rules (helper/goflag.py), plus subcommands:
+`-help`), read with Go's flag rules (helper/config/flags.py), plus subcommands:
 
     spiffe-helper [run] [-config FILE] [-daemon-mode=true|false] [-- CMD ARG...]
     spiffe-helper check-config [-config FILE] [-- CMD ARG...]
@@ -19,7 +19,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from helper import __version__, goflag
+from helper import __version__
+from helper.config import flags as goflag
 
 DEFAULT_CONFIG = "helper.conf"
 LOG_FORMATS = ("text", "json", "logfmt")
@@ -93,7 +94,7 @@ def _overrides(args: argparse.Namespace, command: list[str] | None) -> dict[str,
                                             ("log_format", args.log_format))
               if value is not None}
     if command is not None:
-        from helper.cmdargs import join_cmd_args
+        from helper.supervise.cmdargs import join_cmd_args
 
         values["cmd"] = command[0]
         values["cmd_args"] = join_cmd_args(command[1:])
@@ -168,7 +169,8 @@ def cmd_run(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) 
     path = _config_path(args)
     if path is None:
         return EXIT_CONFIG
-    from helper import config, logs
+    from helper import config
+    from helper.ops import logs
 
     logs.setup(args.log_level or "info", args.log_format or "text")
     try:
@@ -235,7 +237,7 @@ def cmd_check_config(argv: Sequence[str]) -> int:
     except ValueError as exc:
         print(f"spiffe-helper: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from helper import preflight
+    from helper.outputs import preflight
 
     problems = preflight.check_writable(cfg)
     if problems:
@@ -332,7 +334,8 @@ def cmd_status(argv: Sequence[str]) -> int:
             print(f"spiffe-helper status: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     else:
-        from helper import config, health
+        from helper import config
+        from helper.ops import health
 
         path = _config_path(args)
         if path is None:
@@ -352,7 +355,7 @@ def cmd_status(argv: Sequence[str]) -> int:
     import urllib.error
     import urllib.request
 
-    from helper import statusview
+    from helper.ops import status_report as statusview
 
     try:
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http(s) checked

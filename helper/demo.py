@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from helper import app, config, logs
-from helper.identity import X509Snapshot
-from helper.status import Status
+from helper import app, config
+from helper.identity.snapshot import X509Snapshot
+from helper.ops import logs
+from helper.ops.status import Status
 
 if TYPE_CHECKING:
     from helper.devagent import DevAgent

@@ -53,7 +53,7 @@ class NotYetValid(Refused):
 class WriteError(HelperError):
     """Writing an output file failed; the previous file is still in place.
 
-    `errno` is the OS error behind it, when there was one (see `helper.preflight`).
+    `errno` is the OS error behind it, when there was one (see `helper.outputs.preflight`).
     """
 
     def __init__(self, message: str, *, errno: int | None = None) -> None:

@@ -20,7 +20,7 @@ from util import ROOT, wait_for
 from bench import child
 from bench.stats import pairwise_ratios, percentile, spread
 from bench.workspace import BenchError, HelperDaemon, Observer, subprocess_env
-from helper.cmdargs import split_cmd_args
+from helper.supervise.cmdargs import split_cmd_args
 
 
 def test_percentile_is_nearest_rank_and_a_measured_value():

@@ -17,7 +17,7 @@ from util import HelperProcess, env_without, leaf_serial, mode, read_certs, run_
 
 from helper._proto import workload_pb2
 from helper.devagent import DevAgentThread
-from helper.writer import TEMP_MARKER
+from helper.outputs.writer import TEMP_MARKER
 
 GO_CONF = """\
 # A helper.conf as Go spiffe-helper users have it: HCL 1, octal modes, // comments.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from util import ROOT, HelperProcess, run_helper, wait_for
 
-from helper.cmdargs import join_cmd_args, split_cmd_args
+from helper.supervise.cmdargs import join_cmd_args, split_cmd_args
 
 RECORDER = ROOT / "tests" / "children" / "recorder.py"
 SUBCOMMANDS = ("run", "check-config", "status", "demo", "dev-agent", "help")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from helper import config
-from helper.cmdargs import join_cmd_args
+from helper.supervise.cmdargs import join_cmd_args
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

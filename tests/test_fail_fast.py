@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from helper import preflight
 from helper.errors import WriteError
+from helper.outputs import preflight
 
 STARTUP_TIMEOUT = 40  # what the helper would wait before this change
 

@@ -68,7 +68,7 @@ def test_a_jwt_hint_that_matches_no_token_names_the_hints_offered():
     import pytest
 
     from helper.errors import Refused
-    from helper.jwt import JWTSVID, select_jwt_svid
+    from helper.identity.jwt import JWTSVID, select_jwt_svid
 
     def token(hint: str) -> JWTSVID:
         return JWTSVID(token="t", spiffe_id="spiffe://example.org/w", trust_domain="example.org",

@@ -21,12 +21,13 @@ from util import wait_for
 NOT_ON_THE_ONE_SHOT_PATH = ("watchdog", "psutil", "http.server", "helper.devagent",
                             "hypothesis", "tomllib", "grpc",
                             # daemon-only features (helper/app.py `build`)
-                            "helper.supervisor", "helper.reaper", "helper.health",
-                            "helper.metrics", "helper.reconfigure", "helper.sdnotify",
-                            "helper.expiry", "ctypes",
+                            "helper.supervise.supervisor", "helper.supervise.reaper",
+                            "helper.ops.health", "helper.ops.metrics", "helper.config.reconfigure",
+                            "helper.ops.sdnotify", "helper.ops.expiry", "ctypes",
                             # JWT code: only for a config that fetches JWTs
-                            "helper.jwt_outputs", "helper.jwt", "helper.jwks",
-                            # formats the config does not ask for (helper/render_formats.py)
+                            "helper.outputs.jwt_pipeline", "helper.identity.jwt",
+                            "helper.identity.jwks",
+                            # formats the config does not ask for (helper/outputs/formats.py)
                             "cryptography.hazmat.primitives.serialization.pkcs12")
 # Only for a helper that supervises something (cmd, pid_file_name, reload_cmd, PID 1).
 ONLY_WHEN_SUPERVISING = ("ctypes",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from cryptography import x509
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
 
 
 # The three X.509 outputs in cert_dir, from the agent at socket: format() it.
@@ -108,3 +110,8 @@ def mode(path: Path) -> int:
     return path.stat().st_mode & 0o7777
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the time of the call."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

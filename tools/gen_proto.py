@@ -4,7 +4,7 @@ Usage: python tools/gen_proto.py [--out DIR]
 
 The generated gRPC module imports its message module as a top-level module
 (`import workload_pb2`); it is rewritten to a package-relative import so that
-helper._proto works without touching sys.path. tests/test_proto.py runs this into
+helper._proto works without touching sys.path. tests/workload/test_proto.py runs this into
 a temporary directory and fails when the committed files differ.
 """
 

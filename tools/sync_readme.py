@@ -1,4 +1,4 @@
-"""Write the configuration reference table from helper/config.py into README.md.
+"""Write the configuration reference table from helper/config/__init__.py into README.md.
 
 Usage: python tools/sync_readme.py [--check]
 """

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from helper.devagent.jws import sign_jws
-from helper.jwks import jwk
+from helper.identity.jwks import jwk
 
 JWT_SVID_USE = "jwt-svid"
 CLOCK_SKEW = datetime.timedelta(seconds=30)

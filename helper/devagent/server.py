@@ -29,8 +29,8 @@ import grpc.aio
 from helper._proto import workload_pb2, workload_pb2_grpc
 from helper.devagent.ca import DevCA, MintedSVID
 from helper.errors import Refused
-from helper.jwks import parse_jwt_bundles
-from helper.jwt import validate_jwt_svid
+from helper.identity.jwks import parse_jwt_bundles
+from helper.identity.jwt import validate_jwt_svid
 
 logger = logging.getLogger("helper.devagent")
 
@@ -530,7 +530,8 @@ class DevAgent:
         request: workload_pb2.ValidateJWTSVIDRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> workload_pb2.ValidateJWTSVIDResponse:
-        """Validate a JWT-SVID against the agent's current JWT bundles (helper.jwt rules)."""
+        """Validate a JWT-SVID against the agent's current JWT bundles
+        (helper.identity.jwt rules)."""
         async with self._call():
             await self._admit(context)
             if not request.audience or not request.svid:

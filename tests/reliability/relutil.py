@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -30,7 +29,7 @@ if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
 from util import BASE_CONF, helper_cmd, wait_for  # noqa: E402
 
 from helper._proto import workload_pb2  # noqa: E402
-from helper.writer import TEMP_MARKER  # noqa: E402
+from helper.outputs.writer import TEMP_MARKER  # noqa: E402
 
 FILES = ("svid.pem", "svid_key.pem", "svid_bundle.pem")
 CERT, KEY, BUNDLE = FILES
@@ -55,12 +54,6 @@ health_checks {{
   bind_port = {port}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def health_block(port: int) -> str:

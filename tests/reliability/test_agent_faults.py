@@ -20,7 +20,6 @@ from relutil import (
     consistent_set,
     disk_state,
     first_write,
-    free_port,
     health_block,
     http_get,
     metric_samples,
@@ -28,11 +27,11 @@ from relutil import (
     temps,
     write_conf,
 )
-from util import HelperProcess, wait_for
+from util import HelperProcess, free_port, wait_for
 
-from helper.address import parse_address
 from helper.devagent import DevAgentThread
-from helper.workload import WorkloadAPIError, WorkloadClient
+from helper.workload.address import parse_address
+from helper.workload.client import WorkloadAPIError, WorkloadClient
 
 CPU_SHARE_LIMIT = 0.05  # of wall time, while the agent is down
 

@@ -3,7 +3,8 @@ SIGTERM, and a grandchild that daemonizes and ignores SIGTERM too. The helper ke
 identity fresh through all of it, never spins, leaves no zombie, and when it stops nothing
 it started is left running. The real CLI, real children, real signals.
 
-tests/test_supervisor.py proves the supervisor's own rules (delays, exit codes, forwarding);
+tests/supervise/test_supervisor.py proves the supervisor's own rules (delays, exit codes,
+forwarding);
 these tests prove what the faults do not break.
 """
 
@@ -19,7 +20,6 @@ from relutil import (
     cmd_lines,
     consistent_serial,
     first_write,
-    free_port,
     health_block,
     http_get,
     metric_samples,
@@ -27,7 +27,7 @@ from relutil import (
     serial_of,
     write_conf,
 )
-from util import HelperProcess, wait_for
+from util import HelperProcess, free_port, wait_for
 
 from helper.devagent import DevAgentThread
 

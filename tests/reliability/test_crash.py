@@ -30,7 +30,7 @@ from relutil import (
 from util import HelperProcess, wait_for
 
 from helper.devagent import DevAgentThread
-from helper.writer import TEMP_MARKER
+from helper.outputs.writer import TEMP_MARKER
 
 # outputs that hold the key and its chain in one file: consistent at every moment
 PAIRED = ("combined.pem", "spiffe/credential-bundle.private-key.x509.pem")

@@ -20,7 +20,6 @@ import pytest
 from relutil import (
     consistent_serial,
     disk_state,
-    free_port,
     health_block,
     http_get,
     metric_samples,
@@ -29,7 +28,7 @@ from relutil import (
     temps,
     write_conf,
 )
-from util import wait_for
+from util import free_port, wait_for
 
 from helper.devagent import DevAgentThread
 

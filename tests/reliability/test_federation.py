@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pki
-from relutil import free_port, health_block, metric_samples, write_conf
-from util import HelperProcess, leaf_serial, wait_for
+from relutil import health_block, metric_samples, write_conf
+from util import HelperProcess, free_port, leaf_serial, wait_for
 
 from helper._proto import workload_pb2
 from helper.devagent import DevAgentThread
-from helper.render_formats import trust_bundle_file_name
-from helper.validate import validate_x509_response
+from helper.identity.x509 import validate_x509_response
+from helper.outputs.formats import trust_bundle_file_name
 
 CA = pki.TrustDomainCA.create("example.org")
 OTHER = pki.TrustDomainCA.create("other.org")

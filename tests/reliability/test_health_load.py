@@ -9,13 +9,13 @@ import socket
 import statistics
 import time
 
-from relutil import free_port, health_block, write_conf
-from util import HelperProcess, leaf_serial, wait_for
+from relutil import health_block, write_conf
+from util import HelperProcess, free_port, leaf_serial, wait_for
 
 from helper.app import Helper
 from helper.config import Config, HealthChecks
-from helper.health import HealthServer
-from helper.status import WRITTEN
+from helper.ops.health import HealthServer
+from helper.ops.status import WRITTEN
 
 IDLE = 500
 

@@ -27,7 +27,7 @@ from relutil import (
 from util import HelperProcess, mode, run_helper, wait_for
 
 from helper.devagent import DevAgentThread
-from helper.writer import TEMP_MARKER
+from helper.outputs.writer import TEMP_MARKER
 
 
 @contextlib.contextmanager

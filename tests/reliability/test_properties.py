@@ -10,7 +10,7 @@ and never a hang:
   the config layer too);
 - pathological addresses and cmd_args strings (long, repetitive) -> result or error, fast.
 
-tests/test_config.py, test_address.py and test_cmdargs.py hold the per-module properties.
+tests/config/test_config.py, test_address.py and test_cmdargs.py hold the per-module properties.
 """
 
 from __future__ import annotations
@@ -29,16 +29,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from relutil import assert_no_secret
 
-from helper import cli, validate
+from helper import cli
 from helper._proto import workload_pb2
-from helper.address import parse_address
-from helper.cmdargs import split_cmd_args
 from helper.config import CONFIG_KEYS, from_mapping
 from helper.errors import AddressError, Refused
-from helper.identity import X509Snapshot
-from helper.render import render_x509
-from helper.spiffeid import parse_spiffe_id
-from helper.validate import select_svid, validate_x509_response
+from helper.identity import x509 as validate
+from helper.identity.snapshot import X509Snapshot
+from helper.identity.spiffeid import parse_spiffe_id
+from helper.identity.x509 import select_svid, validate_x509_response
+from helper.outputs.pem import render_x509
+from helper.supervise.cmdargs import split_cmd_args
+from helper.workload.address import parse_address
 
 T = TypeVar("T")
 FAST = timedelta(seconds=2)  # generous: a loaded CI machine must not make it flaky

@@ -1,5 +1,5 @@
 """Malformed messages (issue 8, item 3): one for every rule of shared/README section 2 and
-helper/validate.py. Each is refused and counted under its rule; the last good files stay
+helper/identity/x509.py. Each is refused and counted under its rule; the last good files stay
 (bytes and inodes) and the stream stays open. The real CLI against the real dev-agent."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from relutil import (
     consistent_serial,
     disk_state,
     first_write,
-    free_port,
     health_block,
     refusals,
     refused_metric,
@@ -22,11 +21,11 @@ from relutil import (
     temps,
     write_conf,
 )
-from util import HelperProcess, wait_for
+from util import HelperProcess, free_port, wait_for
 
-from helper import validate
 from helper._proto import workload_pb2
 from helper.devagent import DevAgentThread
+from helper.identity import x509 as validate
 
 HINT = "main"
 CA = pki.TrustDomainCA.create("example.org")
@@ -103,7 +102,7 @@ BAD: dict[str, Callable[[], workload_pb2.X509SVIDResponse]] = {
 
 
 def validator_rules() -> set[str]:
-    """Every rule name helper/validate.py can refuse with."""
+    """Every rule name helper/identity/x509.py can refuse with."""
     source = Path(validate.__file__).read_text()
     return set(re.findall(r'(?:Refused|NotYetValid)\(\s*"(\w+)"', source))
 

@@ -17,7 +17,6 @@ from relutil import (
     cmd_lines,
     consistent_serial,
     first_write,
-    free_port,
     health_block,
     http_get,
     records,
@@ -25,13 +24,13 @@ from relutil import (
     serial_of,
     write_conf,
 )
-from util import HelperProcess, run_helper, wait_for
+from util import HelperProcess, free_port, run_helper, wait_for
 
 from helper._proto import workload_pb2
 from helper.app import X509Pipeline, initial_status
 from helper.config import loads
 from helper.devagent import DevAgentThread
-from helper.writer import AtomicWriter
+from helper.outputs.writer import AtomicWriter
 
 CA = pki.TrustDomainCA.create("example.org")
 

@@ -20,7 +20,6 @@ from relutil import (
     consistent_serial,
     disk_state,
     first_write,
-    free_port,
     health_block,
     records,
     refused_metric,
@@ -28,7 +27,7 @@ from relutil import (
     temps,
     write_conf,
 )
-from util import HelperProcess, wait_for
+from util import HelperProcess, free_port, wait_for
 
 from helper.devagent import DevAgentThread
 

@@ -1,0 +1,1540 @@
+"""Configuration: the Go spiffe-helper's ``helper.conf`` (HCL 1), or the same keys in TOML.
+
+Compatibility with the Go helper:
+
+* HCL integer literals are read as Go's ``strconv.ParseInt(text, 0, 0)`` reads them:
+  ``0644`` is octal (420), ``0x1A`` hex, ``08`` an error. pyhcl alone would read
+  ``0644`` as 644, so the source is tokenised with pyhcl's own lexer and octal-form
+  literals are rewritten to decimal before parsing.
+* Quoted HCL strings may use the escapes ``\\"`` and ``\\\\``; other backslash escapes
+  and line breaks inside quotes are refused, because pyhcl and Go would read them
+  differently.
+* Unlike Go's lenient decoder, values must have their real type: ``"true"`` is not a
+  boolean and ``"0644"`` is not an HCL integer.
+
+TOML (a file name ending in ``.toml``): the same keys; ``[health_checks]`` is a table and
+``[[jwt_svids]]`` an array of tables. File modes may be TOML integers (``0o644``; a plain
+``644`` is decimal, as in Go) or strings, which are read as octal (``"0644"``, ``"644"``).
+
+Every key is described once, in the registry ``CONFIG_KEYS``; validation and the README
+reference table (``reference_table_markdown``) are driven by it. Adding a key means adding
+one ``Key`` entry and the matching dataclass field.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import json
+import os
+import posixpath
+import pwd
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hcl.lexer import Lexer
+from hcl.parser import HclParser
+
+from helper.config.hcl_tables import lr_parser
+from helper.errors import AddressError, Refused
+from helper.errors import ConfigError as ConfigError  # re-exported for callers
+from helper.identity.spiffeid import parse_spiffe_id
+from helper.safefile import TooLarge, read_small_file
+from helper.supervise.cmdargs import split_cmd_args
+from helper.workload.address import Address, parse_address
+from helper.workload.advice import mode_example, toml_octal
+
+DEFAULT_AGENT_ADDRESS = "/tmp/spire-agent/public/api.sock"
+ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
+MAX_MODE = 0o7777
+MAX_STARTUP_TIMEOUT = 365 * 24 * 3600.0
+_MAX_SHOWN = 80
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("text", "json", "logfmt")
+_INT64_LIMIT = 2**63
+_DEFAULT_ADDRESS = Address(scheme="unix", path=DEFAULT_AGENT_ADDRESS)
+
+
+# --- the configuration ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """The ``health_checks`` block."""
+
+    listener_enabled: bool = False
+    bind_port: int = 8081
+    liveness_path: str = "/live"
+    readiness_path: str = "/ready"
+    bind_address: str = ""  # ours; last so that positional construction stays as it was
+
+
+@dataclass(frozen=True)
+class JWTSVIDConfig:
+    """One ``jwt_svids`` entry."""
+
+    jwt_audience: str
+    jwt_svid_file_name: str
+    jwt_extra_audiences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class X509SVIDConfig:
+    """One ``x509_svids`` entry: an extra identity picked by hint or SPIFFE ID."""
+
+    svid_file_name: str
+    svid_key_file_name: str
+    svid_bundle_file_name: str
+    hint: str = ""
+    spiffe_id: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration. ``address`` is always derived from ``agent_address``."""
+
+    source: str = field(default="", compare=False)
+    agent_address: str = DEFAULT_AGENT_ADDRESS
+    address: Address = _DEFAULT_ADDRESS
+    cmd: str = ""
+    cmd_args: str = ""
+    pid_file_name: str = ""
+    cert_dir: str = ""
+    daemon_mode: bool = True
+    add_intermediates_to_bundle: bool = False
+    renew_signal: str = ""
+    svid_file_name: str = ""
+    svid_key_file_name: str = ""
+    svid_bundle_file_name: str = ""
+    jwt_svids: tuple[JWTSVIDConfig, ...] = ()
+    jwt_bundle_file_name: str = ""
+    include_federated_domains: bool = False
+    cert_file_mode: int = 0o644
+    key_file_mode: int = 0o600
+    jwt_bundle_file_mode: int = 0o600
+    jwt_svid_file_mode: int = 0o600
+    hint: str = ""
+    omit_expired: bool = False
+    x509_svids: tuple[X509SVIDConfig, ...] = ()
+    svid_combined_file_name: str = ""
+    pkcs12_file_name: str = ""
+    pkcs12_password_file: str = ""
+    credential_folder: str = ""
+    spiffe_bundle_map_file_name: str = ""
+    file_owner: str = ""
+    file_group: str = ""
+    health_checks: HealthChecks = HealthChecks()
+    startup_timeout: float = 60.0
+    watch_config: bool = False
+    log_level: str = "info"
+    log_format: str = "text"
+    # supervising cmd (helper/supervise/supervisor.py)
+    renew_action: str = "signal"
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 10.0
+    on_cmd_exit: str = "renew"
+    cmd_stdin: bool = False
+    cmd_env: tuple[tuple[str, str], ...] = ()  # (name, value) in the order written
+    reload_debounce: float = 0.5
+    reload_cmd: tuple[str, ...] = ()  # an argument vector
+    reload_timeout: float = 30.0
+    clock_skew: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", parse_address(self.agent_address))
+
+    @property
+    def x509_enabled(self) -> bool:
+        """True when all three X.509 file names are set."""
+        return bool(self.svid_file_name and self.svid_key_file_name and self.svid_bundle_file_name)
+
+    @property
+    def needs_x509(self) -> bool:
+        """True when any output is made from the X.509 stream (not only the Go trio)."""
+        return bool(self.x509_enabled or self.x509_svids or self.svid_combined_file_name
+                    or self.pkcs12_file_name or self.credential_folder
+                    or self.spiffe_bundle_map_file_name)
+
+    @property
+    def needs_jwt(self) -> bool:
+        """True when JWT-SVIDs or the JWT bundle file are configured."""
+        return bool(self.jwt_svids or self.jwt_bundle_file_name)
+
+    @property
+    def file_owner_id(self) -> int | None:
+        """The uid of ``file_owner`` (None when unset)."""
+        return resolve_user(self.file_owner) if self.file_owner else None
+
+    @property
+    def file_group_id(self) -> int | None:
+        """The gid of ``file_group`` (None when unset)."""
+        return resolve_group(self.file_group) if self.file_group else None
+
+    def output_path(self, name: str) -> Path:
+        """``name`` joined to ``cert_dir`` like Go's path.Join ("" means the working directory)."""
+        joined = f"{self.cert_dir}/{name}" if self.cert_dir else name
+        return Path(posixpath.normpath(joined)) if joined else Path(".")
+
+
+# --- the key registry --------------------------------------------------------------------
+
+Kind = Literal[
+    "string", "bool", "mode", "port", "seconds", "strings", "signal", "cmd_args", "http_path",
+    "ip_address", "choice", "block", "blocks", "delay", "command", "env", "user", "group",
+]
+
+
+class _Required:
+    """Marks a key that has no default."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: how it is checked, its default, and its documentation.
+
+    ``default`` is the documented default (the dataclass field holds the real one; a test
+    keeps them equal). ``example`` is HCL text. Block kinds name their ``children`` and the
+    dataclass (``section``) each block becomes; the ``choice`` kind names its ``choices``.
+    """
+
+    name: str
+    kind: Kind
+    default: Any
+    description: str
+    example: str
+    children: tuple[Key, ...] = ()
+    section: Callable[..., Any] | None = None
+    choices: tuple[str, ...] = ()  # kind "choice": the accepted values
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+HEALTH_CHECK_KEYS: tuple[Key, ...] = (
+    Key("listener_enabled", "bool", False,
+        "Serve HTTP liveness and readiness endpoints (daemon mode only).", "true"),
+    Key("bind_port", "port", 8081, "Port of the health HTTP server; 0 means the default.",
+        "8081"),
+    Key("liveness_path", "http_path", "/live", "URL path of the liveness check.", '"/live"'),
+    Key("readiness_path", "http_path", "/ready", "URL path of the readiness check.",
+        '"/ready"'),
+    Key("bind_address", "ip_address", "", "IP address the health server listens on; empty "
+        "means every interface, as in Go.", '"127.0.0.1"'),
+)
+
+X509_SVID_KEYS: tuple[Key, ...] = (
+    Key("svid_file_name", "string", REQUIRED, "File for this identity's certificate chain.",
+        '"internal.pem"'),
+    Key("svid_key_file_name", "string", REQUIRED, "File for this identity's private key.",
+        '"internal_key.pem"'),
+    Key("svid_bundle_file_name", "string", REQUIRED, "File for this identity's trust bundle.",
+        '"internal_bundle.pem"'),
+    Key("hint", "string", "", "Pick the SVID carrying this hint (set hint or spiffe_id).",
+        '"internal"'),
+    Key("spiffe_id", "string", "", "Pick the SVID with this SPIFFE ID (set hint or spiffe_id).",
+        '"spiffe://example.org/internal"'),
+)
+
+JWT_SVID_KEYS: tuple[Key, ...] = (
+    Key("jwt_audience", "string", REQUIRED, "Audience the JWT-SVID is requested for.",
+        '"your-audience"'),
+    Key("jwt_svid_file_name", "string", REQUIRED,
+        "File (in cert_dir) the JWT-SVID token is written to.", '"jwt_svid.token"'),
+    Key("jwt_extra_audiences", "strings", (), "Further audiences for the same JWT-SVID.",
+        '["extra-audience-1"]'),
+)
+
+CONFIG_KEYS: tuple[Key, ...] = (
+    Key("agent_address", "string", DEFAULT_AGENT_ADDRESS,
+        f"Workload API address: an absolute socket path, unix:///path or tcp://IP:port. "
+        f"Unset: ${ENDPOINT_SOCKET_ENV}, else the default.",
+        '"/tmp/spire-agent/public/api.sock"'),
+    Key("cmd", "string", "", "Program to start and signal when certificates are renewed "
+        "(daemon mode only).", '"ghostunnel"'),
+    Key("cmd_args", "cmd_args", "", 'Arguments of cmd, split on spaces; "double quotes" '
+        "group words (Go encoding/csv rules, no shell).", '"server --listen :8002"'),
+    Key("pid_file_name", "string", "", "File holding the PID of a process to signal with "
+        "renew_signal on renewal (daemon mode only).", '"/run/nginx.pid"'),
+    Key("cert_dir", "string", "", "Existing directory the files are written to; empty "
+        "means the working directory.", '"certs"'),
+    Key("daemon_mode", "bool", True, "Keep running and renewing; false fetches once and "
+        "exits. The -daemon-mode flag overrides it.", "false"),
+    Key("add_intermediates_to_bundle", "bool", False, "Write intermediate certificates to "
+        "the bundle file instead of the SVID file.", "true"),
+    Key("renew_signal", "signal", "", "Signal sent to cmd or the pid_file_name process "
+        "after renewal (SIGHUP or HUP form).", '"SIGHUP"'),
+    Key("svid_file_name", "string", "", "File for the X.509-SVID certificate chain (PEM).",
+        '"svid.pem"'),
+    Key("svid_key_file_name", "string", "", "File for the X.509-SVID private key "
+        "(PKCS#8 PEM).", '"svid_key.pem"'),
+    Key("svid_bundle_file_name", "string", "", "File for the X.509 trust bundle (PEM).",
+        '"svid_bundle.pem"'),
+    Key("jwt_svids", "blocks", (), "JWT-SVIDs to fetch, a list of blocks.",
+        '[{jwt_audience = "aud", jwt_svid_file_name = "jwt.token"}]',
+        children=JWT_SVID_KEYS, section=JWTSVIDConfig),
+    Key("jwt_bundle_file_name", "string", "", "File for the JWT bundles (JSON).",
+        '"jwt_bundle.json"'),
+    Key("include_federated_domains", "bool", False, "Add federated trust domains' "
+        "authorities to the bundle file.", "true"),
+    Key("cert_file_mode", "mode", 0o644, "Mode of the certificate and bundle files "
+        "(octal; 0 means the default).", "0644"),
+    Key("key_file_mode", "mode", 0o600, "Mode of the private key file (octal).", "0600"),
+    Key("jwt_bundle_file_mode", "mode", 0o600, "Mode of the JWT bundle file (octal).",
+        "0600"),
+    Key("jwt_svid_file_mode", "mode", 0o600, "Mode of the JWT-SVID files (octal).", "0600"),
+    Key("hint", "string", "", "Pick the SVID (X.509 and JWT) with this hint; empty means the "
+        "first.", '"internal"'),
+    Key("omit_expired", "bool", False, "Leave expired certificates out of the bundle file.",
+        "true"),
+    Key("x509_svids", "blocks", (), "More X.509 identities of the same workload, each "
+        "written in the Go layout to its own three files; a list of blocks.",
+        '[{hint = "internal", svid_file_name = "in.pem", svid_key_file_name = "in_key.pem", '
+        'svid_bundle_file_name = "in_bundle.pem"}]',
+        children=X509_SVID_KEYS, section=X509SVIDConfig),
+    Key("svid_combined_file_name", "string", "", "File holding the private key, the leaf and "
+        "the intermediates in one PEM (HAProxy); mode from key_file_mode.", '"haproxy.pem"'),
+    Key("pkcs12_file_name", "string", "", "PKCS#12 keystore with the key, leaf and "
+        "intermediates (alias spiffe) for Java; mode from key_file_mode.", '"keystore.p12"'),
+    Key("pkcs12_password_file", "string", "", "File whose content (one trailing newline "
+        "dropped) is the PKCS#12 password; unset: no password.", '"p12.pass"'),
+    Key("credential_folder", "string", "", "Existing folder (in cert_dir) to keep as a SPIFFE "
+        "Filesystem Delivery credential folder; exported to cmd as SPIFFE_CREDENTIAL_FOLDER.",
+        '"spiffe"'),
+    Key("spiffe_bundle_map_file_name", "string", "", "File for the SPIFFE bundle map (JSON) "
+        "that gRPC's SPIFFE mTLS support reads, own and federated trust domains.",
+        '"bundle_map.json"'),
+    Key("file_owner", "user", "", "User (name or id) that owns every output file, set on "
+        "each write.", '"postgres"'),
+    Key("file_group", "group", "", "Group (name or id) of every output file, set on each "
+        "write.", '"postgres"'),
+    Key("health_checks", "block", HealthChecks(), "HTTP health endpoints, a block.",
+        "health_checks { listener_enabled = true }",
+        children=HEALTH_CHECK_KEYS, section=HealthChecks),
+    Key("startup_timeout", "seconds", 60.0, "One-shot mode (daemon_mode = false) gives up "
+        "after this many seconds without a complete fetch.", "30"),
+    Key("watch_config", "bool", False, "Re-read this file when it changes, as on SIGHUP "
+        "(daemon mode only).", "true"),
+    Key("log_level", "choice", "info", "Least severe messages logged. The --log-level flag "
+        "overrides it.", '"debug"', choices=LOG_LEVELS),
+    Key("log_format", "choice", "text", "text: one line per event; json: one JSON object "
+        "per line; logfmt: time=... level=... msg=\"...\" key=value, the shape of the Go "
+        "helper's logrus lines, with the Go helper's msg text for the events both log. The "
+        "--log-format flag overrides it.", '"logfmt"', choices=LOG_FORMATS),
+    Key("renew_action", "choice", "signal", 'What a renewal does to cmd: "signal" sends '
+        "renew_signal to it, or starts it again if it has exited (Go behaviour); \"restart\" "
+        "stops it with stop_signal and starts it again on the new files.", '"restart"',
+        choices=("signal", "restart")),
+    Key("stop_signal", "signal", "SIGTERM", 'Signal that stops cmd (renew_action = "restart", '
+        "helper shutdown); its process group is SIGKILLed after stop_timeout.", '"SIGQUIT"'),
+    Key("stop_timeout", "seconds", 10.0, "Seconds cmd gets to exit after stop_signal or a "
+        "forwarded SIGTERM/SIGINT before its process group is SIGKILLed.", "30"),
+    Key("on_cmd_exit", "choice", "renew", 'When cmd exits on its own: "renew" starts it '
+        'again at the next renewal (Go behaviour); "exit" ends the helper with cmd\'s exit '
+        'status; "restart" starts it again with backoff (1 s doubling to 30 s).', '"exit"',
+        choices=("renew", "exit", "restart")),
+    Key("cmd_stdin", "bool", False, "Give cmd the helper's stdin; false gives it /dev/null.",
+        "true"),
+    Key("cmd_env", "env", (), "Environment variables added for cmd and reload_cmd, a block "
+        "of NAME = \"value\".", '{ LOG_LEVEL = "debug" }'),
+    Key("reload_debounce", "delay", 0.5, "Renewals within this many seconds become one "
+        "reload with the last files; 0 reloads at once (never two at a time).", "1"),
+    Key("reload_cmd", "command", (), "Command run after each write that changed files, "
+        "the first included (daemon mode only): a string split like cmd_args, or a list of "
+        "strings; no shell.",
+        '["mariadb-admin", "flush-ssl"]'),
+    Key("reload_timeout", "seconds", 30.0, "reload_cmd is killed (its process group) after "
+        "this many seconds and counted as failed.", "10"),
+    Key("clock_skew", "delay", 60.0, "Seconds an X.509-SVID's or a JWT-SVID's notBefore "
+        "(nbf) may lie in the future, for a clock that trails the agent's. A newer X.509 "
+        "message that is not yet valid even so is kept and written once it is.", "120"),
+)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    daemon_mode: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read, parse and validate a config file (TOML if its name ends in .toml, else HCL).
+
+    ``overrides`` are command-line values that win over the file (``log_level``, ...).
+    """
+    source = os.fspath(path)
+    text = _read_text(source)
+    syntax: Literal["hcl", "toml"] = "toml" if source.lower().endswith(".toml") else "hcl"
+    return loads(text, source=source, syntax=syntax, daemon_mode=daemon_mode, environ=environ,
+                 overrides=overrides)
+
+
+def loads(
+    text: str,
+    *,
+    source: str = "",
+    syntax: Literal["hcl", "toml"] = "hcl",
+    daemon_mode: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Parse and validate config text; ``source`` names it in error messages."""
+    data = parse_toml(text, source=source) if syntax == "toml" else parse_hcl(text, source=source)
+    return from_mapping(
+        data, source=source, daemon_mode=daemon_mode, environ=environ,
+        mode_strings=syntax == "toml", overrides=overrides,
+    )
+
+
+def _read_text(source: str) -> str:
+    try:
+        raw = Path(source).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=source) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", file=source) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read: {reason}", file=source) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=source) from None
+
+
+def parse_toml(text: str, *, source: str = "") -> dict[str, Any]:
+    """TOML text to a mapping; syntax errors become ConfigError."""
+    # Imported here: HCL configs, the common case, do not pay for the TOML parser.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
+        hint = toml_octal(text, str(exc))
+        raise ConfigError(f"TOML syntax error: {_one_line(str(exc))}"
+                          + (f"; {hint}" if hint else ""), file=source) from None
+    return data
+
+
+def parse_hcl(text: str, *, source: str = "") -> dict[str, Any]:
+    """HCL 1 text to a mapping, reading integer literals as Go does."""
+    is_json = _looks_like_json(text)
+    go_text = text if is_json else _go_compatible_hcl(text, source)
+    try:
+        data = json.loads(go_text) if is_json else _hcl_parse(go_text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"line {exc.lineno}: JSON syntax error: {exc.msg}", file=source) from None
+    except ValueError as exc:
+        raise ConfigError(_hcl_problem(str(exc)), file=source) from None
+    except Exception as exc:  # pyhcl/ply can fail in other ways on malformed input
+        raise ConfigError(f"HCL syntax error: {_one_line(str(exc))}", file=source) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected key = value pairs at the top level", file=source)
+    return data
+
+
+def _looks_like_json(text: str) -> bool:
+    """HCL text whose first non-blank character is '{' is JSON (as pyhcl and Go decide)."""
+    return text.lstrip()[:1] == "{"
+
+
+class _GoLikeHclParser(HclParser):  # type: ignore[misc]
+    """pyhcl's parser, with repeated keys read as Go's decoder reads them.
+
+    pyhcl merges repeated top-level blocks key by key and loses keys when two blocks share
+    one (``jwt_svids { ... }`` twice), and turns a key repeated inside a block into a list.
+    Here the blocks and lists of a repeated key are concatenated into one list (Go appends
+    each to the slice, or decodes each into the same struct), and a repeated scalar keeps
+    its last value (Go decodes each in turn).
+    """
+
+    def __init__(self) -> None:
+        # pyhcl would run PLY's LALR table generator here (~100 ms); use stored tables.
+        self.yacc = lr_parser(self)
+
+    def objectlist_flat(self, lt: list[tuple[Any, Any]], replace: bool) -> dict[Any, Any]:
+        occurrences: dict[Any, list[Any]] = {}
+        for key, value in lt:
+            occurrences.setdefault(key, []).append(value)
+        return {key: _merge_repeated(values) for key, values in occurrences.items()}
+
+
+def _merge_repeated(values: list[Any]) -> Any:
+    if len(values) == 1:
+        return values[0]
+    if all(isinstance(value, dict | list) for value in values):
+        return [item for value in values for item in _as_list(value)]
+    return values[-1]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+_PARSER_LOCK = threading.Lock()
+_PARSER: list[Any] = []  # built once per process
+
+
+def _hcl_parse(text: str) -> Any:
+    with _PARSER_LOCK:
+        if not _PARSER:
+            _PARSER.append(_GoLikeHclParser())
+        return _PARSER[0].parse(text)
+
+
+_HCL_POSITION = re.compile(r"^Line (\d+), column \d+(?:, index \d+)?: (.*)$", re.DOTALL)
+
+
+def _hcl_problem(message: str) -> str:
+    """pyhcl's error message as 'line N: problem' (dropping its list of expected tokens)."""
+    message = _one_line(message)
+    match = _HCL_POSITION.match(message)
+    if match is None:
+        problem = message.split("; expected", 1)[0]
+        return f"HCL syntax error: {problem[:1].lower()}{problem[1:]}"
+    problem = match.group(2).split("; expected", 1)[0]
+    return f"line {match.group(1)}: HCL syntax error: {problem}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- Go-compatible HCL literals --------------------------------------------------------------
+
+_GO_INT = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|[0-9]+)")
+
+
+def _go_compatible_hcl(text: str, source: str) -> str:
+    """Check string literals and rewrite octal-form integers to decimal, as Go reads them."""
+    edits: list[tuple[int, int, str]] = []
+    tokens = _hcl_tokens(text, source)
+    keys = _KeyTracker()
+    for index, (token, string_start) in enumerate(tokens):
+        following = tokens[index + 1][0].type if index + 1 < len(tokens) else ""
+        keys.feed(token, following)
+        if token.type == "NUMBER":
+            edit = _octal_rewrite(text, token, source, keys.key)
+            if edit is not None:
+                edits.append(edit)
+        elif token.type == "STRING" and string_start is not None:
+            raw = text[string_start : token.lexpos]
+            _check_quoted_string(raw, token.value, f"line {token.lineno}", source, keys.key)
+    for start, end, replacement in reversed(edits):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def _hcl_tokens(text: str, source: str) -> list[tuple[Any, int | None]]:
+    """pyhcl's tokens; quoted STRING tokens come with the offset where their text starts."""
+    lexer = Lexer()
+    lexer.input(text)
+    tokens: list[tuple[Any, int | None]] = []
+    while True:
+        try:
+            token = lexer.token()
+        except ValueError as exc:
+            raise ConfigError(_hcl_problem(str(exc)), file=source) from None
+        if token is None:
+            return tokens
+        tokens.append((token, _quoted_string_start(lexer.lex, token)))
+
+
+def _quoted_string_start(lex: Any, token: Any) -> int | None:
+    """Where a quoted string's text starts, or None for other tokens and heredocs.
+
+    pyhcl's lexer records the start of the latest quoted string (abs_start) and of the
+    latest heredoc (here_start); whichever is later produced this STRING token.
+    """
+    if token.type != "STRING":
+        return None
+    string_start: int = getattr(lex, "abs_start", -1)
+    heredoc_start: int = getattr(lex, "here_start", -1)
+    if string_start < 0 or heredoc_start > string_start:
+        return None
+    return string_start
+
+
+@dataclass
+class _Container:
+    path: str
+    is_list: bool
+    items: int = 0
+
+
+class _KeyTracker:
+    """Follows the key each token belongs to, so that literal errors can name it.
+
+    Keys are named as validation names them: ``health_checks.bind_port``,
+    ``jwt_svids[1].jwt_audience``.
+    """
+
+    def __init__(self) -> None:
+        self.containers: list[_Container] = []
+        self.key = ""
+
+    def feed(self, token: Any, following: str) -> None:
+        kind = token.type
+        if kind in ("IDENTIFIER", "STRING") and following in ("EQUAL", "LEFTBRACE"):
+            parent = self.containers[-1].path if self.containers else ""
+            self.key = f"{parent}.{token.value}" if parent else str(token.value)
+        elif kind in ("LEFTBRACE", "LEFTBRACKET"):
+            self.containers.append(_Container(self._element_path(), kind == "LEFTBRACKET"))
+        elif kind in ("RIGHTBRACE", "RIGHTBRACKET") and self.containers:
+            self.containers.pop()
+            if self.containers and not self.containers[-1].is_list:
+                self.key = self.containers[-1].path
+
+    def _element_path(self) -> str:
+        if self.containers and self.containers[-1].is_list:
+            container = self.containers[-1]
+            container.items += 1
+            return f"{container.path}[{container.items - 1}]"
+        return self.key
+
+
+def _octal_rewrite(text: str, token: Any, source: str, key: str) -> tuple[int, int, str] | None:
+    """The edit that turns a Go octal literal into decimal, if the NUMBER ``token`` is one."""
+    line = token.lineno
+    match = _GO_INT.match(text, token.lexpos)
+    if match is None:
+        return None
+    raw = match.group(0)
+    if text[match.end() : match.end() + 1] in ("e", "E"):
+        return None  # mantissa of a float such as 010e2: Go reads it as decimal too
+    digits = raw.lstrip("-")
+    if digits[:2] in ("0x", "0X") or len(digits) < 2 or digits[0] != "0":
+        return None
+    if any(ch in "89" for ch in digits):
+        raise ConfigError(f"line {line}: illegal octal number {raw}", file=source, key=key)
+    value = int(digits, 8)
+    if value >= _INT64_LIMIT:
+        raise ConfigError(f"line {line}: integer {_shown(raw)} is out of range",
+                          file=source, key=key)
+    return match.start(), match.end(), str(-value if raw.startswith("-") else value)
+
+
+def _check_quoted_string(raw: str, pyhcl_value: str, line: str, source: str, key: str) -> None:
+    """Refuse a quoted string that Go would reject or read differently from pyhcl."""
+    chars: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\n":
+            raise ConfigError(f"{line}: line break inside a quoted string", file=source, key=key)
+        if ch == "\\":
+            following = raw[i + 1 : i + 2]
+            if following not in ('"', "\\"):
+                raise ConfigError(
+                    f"{line}: escape sequence \\{following} is not supported in strings "
+                    '(only \\" and \\\\ are)',
+                    file=source, key=key,
+                )
+            chars.append(following)
+            i += 2
+            continue
+        if ch == '"':
+            break
+        chars.append(ch)
+        i += 1
+    if i < len(raw) or "".join(chars) != pyhcl_value:
+        raise ConfigError(
+            f"{line}: a string with a backslash before a backslash or quote "
+            "cannot be read reliably; avoid \\\\ next to \\ or \"",
+            file=source, key=key,
+        )
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    source: str
+    mode_strings: bool
+
+    def error(self, where: str, problem: str) -> ConfigError:
+        return ConfigError(problem, file=self.source, key=where)
+
+
+class _UseDefault:
+    """Returned by a checker when the value means 'the default' (Go's 0 or "")."""
+
+
+_USE_DEFAULT = _UseDefault()
+
+
+def from_mapping(
+    data: Mapping[str, Any],
+    *,
+    source: str = "",
+    daemon_mode: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    mode_strings: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate parsed config data and build a Config; raise ConfigError on any problem.
+
+    ``daemon_mode`` (the command-line flag) wins over the file. ``mode_strings`` accepts
+    file modes written as octal strings (TOML). ``overrides`` (top-level keys set on the
+    command line) win over the file and are checked like it. Checks that cert_dir exists.
+    """
+    ctx = _Context(source, mode_strings)
+    raw: object = data
+    if not isinstance(raw, Mapping):
+        raise ctx.error("", "the configuration must be a set of key = value pairs")
+    _check_unknown_keys(data, ctx)
+    values = _check_section(data, CONFIG_KEYS, "", ctx)
+    if daemon_mode is not None:
+        values["daemon_mode"] = daemon_mode
+    if overrides:
+        values.update(_check_section(overrides, CONFIG_KEYS, "", ctx))
+    values["agent_address"] = _resolve_agent_address(
+        values.get("agent_address", ""), os.environ if environ is None else environ, ctx
+    )
+    cfg = Config(source=source, **values)
+    for check in _CONFIG_CHECKS:
+        check(cfg, ctx)
+    check_cert_dir(cfg)
+    check_credential_folder(cfg)
+    if cfg.pkcs12_password_file:
+        read_password_file(cfg)
+    return cfg
+
+
+def check_credential_folder(cfg: Config) -> None:
+    """credential_folder, if set, must be an existing directory (like cert_dir)."""
+    if not cfg.credential_folder:
+        return
+    folder = cfg.output_path(cfg.credential_folder)
+    try:
+        is_dir = folder.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot access {_shown(str(folder))}: {_one_line(str(exc))}",
+                          file=cfg.source, key="credential_folder") from None
+    if not is_dir:
+        raise ConfigError(f"not an existing directory: {_shown(str(folder))}",
+                          file=cfg.source, key="credential_folder")
+
+
+MAX_PASSWORD_BYTES = 4096
+
+
+def read_password_file(cfg: Config) -> bytes:
+    """The PKCS#12 password: the file's bytes without one trailing newline (LF or CRLF).
+
+    Raises ConfigError when the file cannot be read, is empty or too long. The password
+    itself never appears in an error.
+    """
+    where = "pkcs12_password_file"
+    try:  # never blocks: a FIFO or device there is refused, not waited on
+        data = read_small_file(cfg.pkcs12_password_file, MAX_PASSWORD_BYTES + 2).data
+    except TooLarge:
+        raise ConfigError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes",
+                          file=cfg.source, key=where) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read {_shown(cfg.pkcs12_password_file)}: {reason}",
+                          file=cfg.source, key=where) from None
+    password = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not password:
+        raise ConfigError("the password file is empty; unset pkcs12_password_file for a "
+                          "keystore without a password", file=cfg.source, key=where)
+    if len(password) > MAX_PASSWORD_BYTES:
+        raise ConfigError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes",
+                          file=cfg.source, key=where)
+    return password
+
+
+def check_cert_dir(cfg: Config) -> None:
+    """The one filesystem check: cert_dir, if set, must be an existing directory."""
+    if not cfg.cert_dir:
+        return
+    try:
+        is_dir = Path(cfg.cert_dir).is_dir()
+        exists = is_dir or Path(cfg.cert_dir).exists()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot access {_shown(cfg.cert_dir)}: {_one_line(str(exc))}",
+                          file=cfg.source, key="cert_dir") from None
+    if not exists:
+        raise ConfigError(f"directory does not exist: {_shown(cfg.cert_dir)}",
+                          file=cfg.source, key="cert_dir")
+    if not is_dir:
+        raise ConfigError(f"not a directory: {_shown(cfg.cert_dir)}",
+                          file=cfg.source, key="cert_dir")
+
+
+def _check_unknown_keys(data: Mapping[Any, Any], ctx: _Context) -> None:
+    unknown: list[tuple[str, list[str]]] = []
+    _collect_unknown(data, CONFIG_KEYS, "", unknown)
+    if not unknown:
+        return
+    names = sorted(name for name, _ in unknown)
+    hints = [f"{close[0]} for {name}" for name, close in sorted(unknown) if close]
+    problem = "unknown key" if len(names) == 1 else "unknown keys"
+    if len(names) == 1 and hints:
+        problem += f"; did you mean {unknown[0][1][0]}?"
+    elif hints:
+        problem += f"; did you mean {', '.join(hints)}?"
+    raise ctx.error(",".join(names), problem)
+
+
+def _collect_unknown(
+    data: Mapping[Any, Any], keys: Sequence[Key], prefix: str,
+    unknown: list[tuple[str, list[str]]],
+) -> None:
+    by_name = {key.name: key for key in keys}
+    for name, value in data.items():
+        key = by_name.get(name) if isinstance(name, str) else None
+        if key is None:
+            import difflib  # only on this error path: not worth importing at every start
+
+            close = difflib.get_close_matches(str(name), list(by_name), n=1, cutoff=0.75)
+            unknown.append((f"{prefix}{_key_text(name)}", close))
+        elif key.kind in ("block", "blocks"):
+            try:
+                blocks = _blocks(key, value, f"{prefix}{name}", _Context("", False))
+            except ConfigError:
+                continue  # reported with its key once types are checked
+            for where, block in blocks:
+                _collect_unknown(block, key.children, f"{where}.", unknown)
+
+
+def _check_section(
+    data: Mapping[str, Any], keys: Sequence[Key], prefix: str, ctx: _Context
+) -> dict[str, Any]:
+    """Check each key of one block; returns the dataclass arguments it sets."""
+    values: dict[str, Any] = {}
+    for key in keys:
+        where = f"{prefix}{key.name}"
+        if key.name not in data:
+            if key.required:
+                raise ctx.error(where, f"is required in each {prefix.split('[')[0]} entry")
+            continue
+        value = _check_value(key, data[key.name], where, ctx)
+        if key.required and value == "":
+            raise ctx.error(where, f"must not be empty; it is required in each "
+                                   f"{prefix.split('[')[0]} entry")
+        if value is not _USE_DEFAULT:
+            values[key.name] = value
+    return values
+
+
+def _check_value(key: Key, value: Any, where: str, ctx: _Context) -> Any:
+    if key.kind == "block":
+        merged: dict[str, Any] = {}  # repeated blocks merge, later keys winning, as in Go
+        for _, block in _blocks(key, value, where, ctx):
+            merged.update(block)
+        assert key.section is not None
+        return key.section(**_check_section(merged, key.children, f"{where}.", ctx))
+    if key.kind == "choice":
+        return _check_choice(value, key.choices, where, ctx)
+    if key.kind == "blocks":
+        assert key.section is not None
+        section = key.section
+        return tuple(
+            section(**_check_section(block, key.children, f"{block_where}.", ctx))
+            for block_where, block in _blocks(key, value, where, ctx)
+        )
+    checked = _CHECKERS[key.kind](value, where, ctx)
+    if key.kind == "signal" and checked == "" and key.default:
+        return _USE_DEFAULT  # an empty stop_signal means the default, as Go reads ""
+    return checked
+
+
+def _blocks(key: Key, value: Any, where: str, ctx: _Context) -> list[tuple[str, Mapping[str, Any]]]:
+    """The block(s) of a block-valued key, with the name each is reported under.
+
+    HCL gives a map for one block and a list of maps for a list or repeated blocks.
+    """
+    if isinstance(value, Mapping):
+        items: list[Any] = [value]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ctx.error(where, f"expected a block {{ ... }}, got {_describe(value)}")
+    blocks: list[tuple[str, Mapping[str, Any]]] = []
+    for index, item in enumerate(items):
+        item_where = where if key.kind == "block" else f"{where}[{index}]"
+        if not isinstance(item, Mapping):
+            raise ctx.error(item_where, f"expected a block {{ ... }}, got {_describe(item)}")
+        blocks.append((item_where, item))
+    return blocks
+
+
+def _resolve_agent_address(configured: str, environ: Mapping[str, str], ctx: _Context) -> str:
+    """The file's agent_address, else $SPIFFE_ENDPOINT_SOCKET, else the default; checked."""
+    if configured:
+        address, where, note = configured, "agent_address", ""
+    elif environ.get(ENDPOINT_SOCKET_ENV, ""):
+        address, where = environ[ENDPOINT_SOCKET_ENV], ENDPOINT_SOCKET_ENV
+        note = " (taken from the environment because agent_address is not set)"
+    else:
+        return DEFAULT_AGENT_ADDRESS
+    try:
+        parse_address(address)
+    except AddressError as exc:
+        raise AddressError(exc.problem + note, file=ctx.source, key=where) from None
+    return address
+
+
+# --- checkers, one per kind --------------------------------------------------------------------
+
+
+def _check_string(value: Any, where: str, ctx: _Context) -> str:
+    if not isinstance(value, str):
+        raise ctx.error(where, f"expected a string, got {_describe(value)}")
+    if _has_control_characters(value):
+        raise ctx.error(where, "must not contain line breaks or other control characters")
+    return value
+
+
+def _check_bool(value: Any, where: str, ctx: _Context) -> bool:
+    if isinstance(value, bool):
+        return value
+    hint = ""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        hint = f"; write {value.lower()} without quotes"
+    raise ctx.error(where, f"expected true or false, got {_describe(value)}{hint}")
+
+
+def _check_int(value: Any, where: str, ctx: _Context, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -_INT64_LIMIT <= value < _INT64_LIMIT:
+            raise ctx.error(where, f"expected {what}, got {_describe(value)}")
+        return value
+    if isinstance(value, str):
+        # Go's HCL decoder reads a quoted integer with strconv.ParseInt(s, 0, 0):
+        # "0644" is octal there too, so a Go config that quotes its modes keeps working.
+        parsed = go_parse_int(value)
+        if parsed is not None and -_INT64_LIMIT <= parsed < _INT64_LIMIT:
+            return parsed
+    raise ctx.error(where, f"expected {what}, got {_describe(value)}")
+
+
+_GO_INT_BASES = {"0x": 16, "0X": 16, "0o": 8, "0O": 8, "0b": 2, "0B": 2}
+
+
+def go_parse_int(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 0, 64) without underscores: None when it would fail."""
+    sign, body = (-1, text[1:]) if text[:1] == "-" else (1, text.removeprefix("+"))
+    base = _GO_INT_BASES.get(body[:2], 0)
+    if base:
+        body = body[2:]
+    elif len(body) > 1 and body[0] == "0":
+        base, body = 8, body[1:]
+    else:
+        base = 10
+    if not body or not body.isascii() or not body.isalnum():
+        return None
+    try:
+        return sign * int(body, base)
+    except ValueError:
+        return None
+
+
+def _check_mode(value: Any, where: str, ctx: _Context) -> int | _UseDefault:
+    if ctx.mode_strings and isinstance(value, str):
+        mode = _octal_string(value, where, ctx)
+    else:
+        mode = _check_int(value, where, ctx, "an octal file mode such as 0644")
+    if mode < 0:
+        raise ctx.error(where, f"file mode must not be negative, got {mode}")
+    if mode > MAX_MODE:
+        raise ctx.error(where, f"file mode 0{mode:o} is out of range (0 to 07777)")
+    return _USE_DEFAULT if mode == 0 else mode
+
+
+def _octal_string(value: str, where: str, ctx: _Context) -> int:
+    text = value.strip()
+    digits = text[2:] if text[:2] in ("0o", "0O") else text
+    if not digits or any(ch not in "01234567" for ch in digits):
+        raise ctx.error(where, f"expected an octal file mode such as \"0644\", got {_shown(value)}")
+    return int(digits, 8)
+
+
+def _check_port(value: Any, where: str, ctx: _Context) -> int | _UseDefault:
+    port = _check_int(value, where, ctx, "a port number")
+    if not 0 <= port <= 65535:
+        raise ctx.error(where, f"port {port} is out of range (1 to 65535; 0 means 8081)")
+    return _USE_DEFAULT if port == 0 else port
+
+
+def _seconds(value: Any, where: str, ctx: _Context, *, zero_allowed: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ctx.error(where, f"expected a number of seconds, got {_describe(value)}")
+    # comparisons: huge ints exactly, NaN always False
+    above_floor = value >= 0 if zero_allowed else value > 0
+    if not (above_floor and value <= MAX_STARTUP_TIMEOUT):
+        floor = "at least 0" if zero_allowed else "more than 0"
+        raise ctx.error(
+            where, f"must be {floor} and at most {MAX_STARTUP_TIMEOUT:.0f} seconds, "
+            f"got {_describe(value)}"
+        )
+    return float(value)
+
+
+def _check_seconds(value: Any, where: str, ctx: _Context) -> float:
+    return _seconds(value, where, ctx, zero_allowed=False)
+
+
+def _check_strings(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ctx.error(where, f"expected a list of strings, got {_describe(value)}")
+    items: list[str] = []
+    for index, item in enumerate(value):
+        text = _check_string(item, f"{where}[{index}]", ctx)
+        if not text:
+            raise ctx.error(f"{where}[{index}]", "must not be empty")
+        items.append(text)
+    return tuple(items)
+
+
+def _known_signals() -> frozenset[str]:
+    return frozenset(name for name in signal.Signals.__members__ if name.startswith("SIG"))
+
+
+def _check_signal(value: Any, where: str, ctx: _Context) -> str:
+    text = _check_string(value, where, ctx)
+    if text == "":
+        return ""
+    known = _known_signals()
+    name = text if text.startswith("SIG") else f"SIG{text}"
+    if name in known:
+        return name
+    upper = text.upper() if text.upper().startswith("SIG") else f"SIG{text.upper()}"
+    if upper in known:
+        raise ctx.error(where, f"signal names are upper case: write {upper}")
+    raise ctx.error(where, f"unknown signal {_shown(text)}; use a name such as SIGHUP or HUP")
+
+
+def _check_cmd_args(value: Any, where: str, ctx: _Context) -> str:
+    text = _check_string(value, where, ctx)
+    try:
+        split_cmd_args(text)
+    except ValueError as exc:
+        raise ctx.error(where, str(exc)) from None
+    return text
+
+
+def _check_delay(value: Any, where: str, ctx: _Context) -> float:
+    """Seconds, 0 allowed."""
+    return _seconds(value, where, ctx, zero_allowed=True)
+
+
+def _check_command(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
+    """A command line: a string split like cmd_args, or a list of strings (an argv)."""
+    if isinstance(value, str):
+        argv = split_cmd_args(_check_cmd_args(value, where, ctx))
+    elif isinstance(value, list | tuple):
+        argv = [_check_string(item, f"{where}[{index}]", ctx) for index, item in enumerate(value)]
+    else:
+        raise ctx.error(where, f"expected a string or a list of strings, got {_describe(value)}")
+    if argv and not argv[0]:
+        raise ctx.error(where, "the program (first word) must not be empty")
+    return tuple(argv)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_env(value: Any, where: str, ctx: _Context) -> tuple[tuple[str, str], ...]:
+    """NAME = "value" pairs: one block or map, or repeated blocks (merged, later wins)."""
+    if isinstance(value, Mapping):
+        blocks: list[Any] = [value]
+    elif isinstance(value, list | tuple) and all(isinstance(b, Mapping) for b in value):
+        blocks = list(value)
+    else:
+        raise ctx.error(where, f'expected a block of NAME = "value" pairs, got {_describe(value)}')
+    merged: dict[str, str] = {}
+    for block in blocks:
+        for name, item in block.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ctx.error(f"{where}.{_key_text(name)}", "is not an environment variable "
+                                "name (letters, digits and _, not starting with a digit)")
+            merged[name] = _check_string(item, f"{where}.{name}", ctx)
+    return tuple(merged.items())
+
+
+def _check_http_path(value: Any, where: str, ctx: _Context) -> str | _UseDefault:
+    text = _check_string(value, where, ctx)
+    if text == "":
+        return _USE_DEFAULT
+    if not text.startswith("/"):
+        raise ctx.error(where, f"must start with '/', got {_shown(text)}")
+    return text
+
+
+def _check_ip_address(value: Any, where: str, ctx: _Context) -> str:
+    text = _check_string(value, where, ctx)
+    if text == "":
+        return ""
+    literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(literal))
+    except ValueError:
+        raise ctx.error(where, f"expected an IPv4 or IPv6 address such as 127.0.0.1 or ::1, "
+                               f"got {_shown(text)}") from None
+
+
+def _check_choice(value: Any, choices: Sequence[str], where: str, ctx: _Context) -> str:
+    text = _check_string(value, where, ctx)
+    if text in choices:
+        return text
+    if text.lower() in choices:
+        raise ctx.error(where, f"write {text.lower()} in lower case")
+    raise ctx.error(where, f"expected one of {', '.join(choices)}, got {_shown(text)}")
+
+
+def resolve_user(value: str) -> int:
+    """A user name (looked up first, as chown does) or a numeric id -> uid; KeyError if
+    neither."""
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        raise
+
+
+def resolve_group(value: str) -> int:
+    """A group name (looked up first) or a numeric id -> gid; KeyError if neither."""
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        raise
+
+
+def _check_owner(value: Any, where: str, ctx: _Context, what: str,
+                 resolve: Callable[[str], int]) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = _check_string(value, where, ctx).strip()
+    if text == "":
+        return ""
+    if text.startswith("-"):
+        raise ctx.error(where, f"{what} id must not be negative, got {_shown(text)}")
+    try:
+        ident = resolve(text)
+    except KeyError:
+        raise ctx.error(where, f"unknown {what} {_shown(text)}") from None
+    if ident >= 2**32 - 1:
+        raise ctx.error(where, f"{what} id {ident} is out of range")
+    return text
+
+
+def _check_user(value: Any, where: str, ctx: _Context) -> str:
+    return _check_owner(value, where, ctx, "user", resolve_user)
+
+
+def _check_group(value: Any, where: str, ctx: _Context) -> str:
+    return _check_owner(value, where, ctx, "group", resolve_group)
+
+
+_CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
+    "string": _check_string,
+    "bool": _check_bool,
+    "mode": _check_mode,
+    "port": _check_port,
+    "seconds": _check_seconds,
+    "strings": _check_strings,
+    "signal": _check_signal,
+    "cmd_args": _check_cmd_args,
+    "http_path": _check_http_path,
+    "ip_address": _check_ip_address,
+    "delay": _check_delay,
+    "command": _check_command,
+    "env": _check_env,
+    "user": _check_user,
+    "group": _check_group,
+}
+
+
+# --- checks across keys (Go's rules, then ours) ----------------------------------------------
+
+_X509_KEYS = ("svid_file_name", "svid_key_file_name", "svid_bundle_file_name")
+
+
+def _check_pid_file(cfg: Config, ctx: _Context) -> None:
+    if not cfg.pid_file_name:
+        return
+    if not cfg.daemon_mode:
+        raise ctx.error("pid_file_name", "is only supported in daemon mode (daemon_mode is false)")
+    if not cfg.renew_signal:
+        raise ctx.error("renew_signal", "is required when pid_file_name is set")
+
+
+def _check_x509_all_or_none(cfg: Config, ctx: _Context) -> None:
+    missing = [name for name in _X509_KEYS if not getattr(cfg, name)]
+    if 0 < len(missing) < len(_X509_KEYS):
+        raise ctx.error(
+            ",".join(missing),
+            "all or none of svid_file_name, svid_key_file_name, svid_bundle_file_name "
+            "must be set",
+        )
+
+
+def _check_some_output(cfg: Config, ctx: _Context) -> None:
+    if not (cfg.needs_x509 or cfg.needs_jwt):
+        raise ctx.error(
+            "", "no output configured: set svid_file_name, svid_key_file_name and "
+            "svid_bundle_file_name, or jwt_svids, or jwt_bundle_file_name (or another output "
+            "such as credential_folder)",
+        )
+
+
+def _check_x509_svids(cfg: Config, ctx: _Context) -> None:
+    for index, entry in enumerate(cfg.x509_svids):
+        where = f"x509_svids[{index}]"
+        if bool(entry.hint) == bool(entry.spiffe_id):
+            raise ctx.error(where, "set exactly one of hint and spiffe_id")
+        if entry.spiffe_id:
+            try:
+                parse_spiffe_id(entry.spiffe_id)
+            except Refused as exc:
+                raise ctx.error(f"{where}.spiffe_id", f"not a SPIFFE ID: {exc.detail}") from None
+
+
+def _check_pkcs12(cfg: Config, ctx: _Context) -> None:
+    if cfg.pkcs12_password_file and not cfg.pkcs12_file_name:
+        raise ctx.error("pkcs12_password_file", "is set but pkcs12_file_name is not")
+
+
+def _check_distinct_outputs(cfg: Config, ctx: _Context) -> None:
+    seen: dict[Path, str] = {}
+    for where, name in output_file_names(cfg):
+        path = cfg.output_path(name)
+        if path in seen:
+            raise ctx.error(where, f"names the same file as {seen[path]} ({path})")
+        seen[path] = where
+
+
+NAME_MAX = 255  # bytes in one file name (Linux, every common file system)
+
+
+def _check_name_lengths(cfg: Config, ctx: _Context) -> None:
+    """Every name the helper writes must fit one directory entry (ENAMETOOLONG otherwise,
+    at every write)."""
+    names = [("credential_folder", cfg.credential_folder), *output_file_names(cfg)]
+    for where, name in names:
+        for part in name.split("/"):
+            size = len(part.encode("utf-8", "surrogatepass"))
+            if size > NAME_MAX:
+                raise ctx.error(where, f"a file name in it is {size} bytes long; at most "
+                                f"{NAME_MAX} fit in a directory entry (NAME_MAX)")
+
+
+def _check_health_paths(cfg: Config, ctx: _Context) -> None:
+    checks = cfg.health_checks
+    if checks.listener_enabled and checks.liveness_path == checks.readiness_path:
+        raise ctx.error("health_checks.readiness_path", "must differ from liveness_path")
+
+
+# Stopping a process with these would leave it stopped, not gone.
+_JOB_CONTROL_SIGNALS = frozenset({"SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGCONT"})
+
+
+def _check_supervisor(cfg: Config, ctx: _Context) -> None:
+    if cfg.renew_action != "signal" and not cfg.cmd:
+        raise ctx.error("renew_action", f'"{cfg.renew_action}" needs cmd: it restarts the '
+                        "process cmd starts")
+    if cfg.on_cmd_exit != "renew" and not cfg.cmd:
+        raise ctx.error("on_cmd_exit", f'"{cfg.on_cmd_exit}" needs cmd')
+    if cfg.reload_cmd and not cfg.daemon_mode:
+        raise ctx.error("reload_cmd", "is only supported in daemon mode (daemon_mode is false)")
+    if cfg.stop_signal in _JOB_CONTROL_SIGNALS:
+        raise ctx.error("stop_signal", f"{cfg.stop_signal} pauses or resumes a process and "
+                        "would not stop it; use SIGTERM, SIGINT, SIGQUIT or similar")
+
+
+_CONFIG_CHECKS: tuple[Callable[[Config, _Context], None], ...] = (
+    _check_pid_file,
+    _check_supervisor,
+    _check_x509_all_or_none,
+    _check_some_output,
+    _check_x509_svids,
+    _check_pkcs12,
+    _check_distinct_outputs,
+    _check_name_lengths,
+    _check_health_paths,
+)
+
+
+def output_file_names(cfg: Config) -> list[tuple[str, str]]:
+    """(key, file name) of every configured output file, in registry order."""
+    names = [(key, getattr(cfg, key)) for key in _X509_KEYS if getattr(cfg, key)]
+    names += [
+        (f"x509_svids[{index}].{key}", getattr(entry, key))
+        for index, entry in enumerate(cfg.x509_svids) for key in _X509_KEYS
+    ]
+    names += [
+        (f"jwt_svids[{index}].jwt_svid_file_name", jwt.jwt_svid_file_name)
+        for index, jwt in enumerate(cfg.jwt_svids)
+    ]
+    names += [(key, getattr(cfg, key)) for key in _SINGLE_FILE_KEYS if getattr(cfg, key)]
+    return names
+
+
+_SINGLE_FILE_KEYS = ("jwt_bundle_file_name", "svid_combined_file_name", "pkcs12_file_name",
+                     "spiffe_bundle_map_file_name")
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Accepted settings that have no effect or look like mistakes, one line each.
+
+    The first three are the ones the Go helper warns about.
+    """
+    warnings: list[str] = []
+    if not cfg.daemon_mode:
+        if cfg.cmd:
+            warnings.append("cmd is set but daemon_mode is false: cmd will be ignored")
+        if cfg.renew_signal:
+            warnings.append(
+                "renew_signal is set but daemon_mode is false: renew_signal will be ignored"
+            )
+        if cfg.health_checks.listener_enabled:
+            warnings.append("health_checks.listener_enabled has no effect when daemon_mode "
+                            "is false")
+        if cfg.watch_config:
+            warnings.append("watch_config has no effect when daemon_mode is false")
+    if cfg.cmd_args and not cfg.cmd:
+        warnings.append("cmd_args is set but cmd is not: cmd_args will be ignored")
+    if cfg.cmd_stdin and not cfg.cmd:
+        warnings.append("cmd_stdin is set but cmd is not: cmd_stdin will be ignored")
+    if cfg.cmd_env and not (cfg.cmd or cfg.reload_cmd):
+        warnings.append("cmd_env is set but neither cmd nor reload_cmd is: cmd_env will be "
+                        "ignored")
+    if cfg.renew_action == "restart" and cfg.renew_signal and not cfg.pid_file_name:
+        warnings.append('renew_signal is not sent to cmd when renew_action is "restart": '
+                        "renew_signal will be ignored")
+    if cfg.pkcs12_file_name and not cfg.pkcs12_password_file:
+        warnings.append("pkcs12_file_name without pkcs12_password_file: the private key is "
+                        "not encrypted, and Java's KeyStore cannot read an unencrypted key; "
+                        "set a password for Java")
+    for key in CONFIG_KEYS:
+        mode = getattr(cfg, key.name) if key.kind == "mode" else 0
+        if mode & 0o7000:
+            warnings.append(
+                f"{key.name} is 0{mode:o}, which sets setuid, setgid or sticky bits; "
+                f"write modes {mode_example(cfg.source)}"
+            )
+    for name in SECRET_MODE_KEYS:
+        mode = getattr(cfg, name)
+        if mode & 0o007:
+            warnings.append(
+                f"{name} is 0{mode:o}: every user on this machine can read the secrets "
+                f"written with it (a mode without a leading 0 is decimal, as in Go); "
+                f"0600 or 0640 keeps them private"
+            )
+    return warnings
+
+
+# Modes of files that hold a private key or a token.
+SECRET_MODE_KEYS = ("key_file_mode", "jwt_svid_file_mode")
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def render_resolved(cfg: Config) -> str:
+    """The resolved configuration as HCL that ``load`` reads back to an equal Config."""
+    lines = ["# spiffe-helper: resolved configuration"]
+    if cfg.source:
+        lines.append(f"# from {_comment_safe(cfg.source)}")
+    lines += _render_section(cfg, CONFIG_KEYS, "")
+    return "\n".join(lines) + "\n"
+
+
+def _render_section(obj: Any, keys: Sequence[Key], indent: str) -> list[str]:
+    lines: list[str] = []
+    for key in keys:
+        value = getattr(obj, key.name)
+        if key.kind == "block":
+            lines.append(f"{indent}{key.name} {{")
+            lines += _render_section(value, key.children, indent + "  ")
+            lines.append(f"{indent}}}")
+        elif key.kind == "env":
+            lines.append(f"{indent}{key.name} {{")
+            lines += [f"{indent}  {name} = {_hcl_string(text)}" for name, text in value]
+            lines.append(f"{indent}}}")
+        elif key.kind == "blocks":
+            if not value:
+                lines.append(f"{indent}{key.name} = []")
+                continue
+            lines.append(f"{indent}{key.name} = [")
+            for item in value:
+                lines.append(f"{indent}  {{")
+                lines += _render_section(item, key.children, indent + "    ")
+                lines.append(f"{indent}  }},")
+            lines.append(f"{indent}]")
+        else:
+            lines.append(f"{indent}{key.name} = {hcl_value(key.kind, value)}")
+    return lines
+
+
+def hcl_value(kind: Kind, value: Any) -> str:
+    """A scalar value in HCL syntax (file modes in Go's octal form, 0644)."""
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "mode":
+        return f"0{value:o}" if value else "0"
+    if kind == "port":
+        return str(value)
+    if kind in ("seconds", "delay"):
+        from decimal import Decimal  # check-config only: not worth importing at every start
+        number = float(value)
+        return str(int(number)) if number.is_integer() else format(Decimal(repr(number)), "f")
+    if kind in ("strings", "command"):
+        # a heredoc ends at a line of its own, so a newline follows it inside a list
+        items = [_hcl_string(item) for item in value]
+        return "[" + ", ".join(i + "\n" if i.startswith("<<") else i for i in items) + "]"
+    return _hcl_string(str(value))
+
+
+def _hcl_string(text: str) -> str:
+    """A quoted HCL string, or a heredoc when pyhcl cannot read the quoted form back.
+
+    Quoted strings cannot hold two backslashes in a row, a backslash before a quote, a
+    trailing backslash (pyhcl misreads them) or ``${`` (HCL reads an interpolation).
+    """
+    if "\\\\" in text or '\\"' in text or text.endswith("\\") or "${" in text:
+        marker = next(m for m in ("EOT", "EOS", "END", "TXT") if m not in text)
+        return f"<<{marker}\n{text}\n{marker}"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _comment_safe(text: str) -> str:
+    return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)
+
+
+# --- reference documentation -------------------------------------------------------------------
+
+
+def reference_table_markdown() -> str:
+    """The README reference table of every key, nested keys included."""
+    rows = [
+        "| key | type | default | example | description |",
+        "|-----|------|---------|---------|-------------|",
+    ]
+    for key, name in _all_keys():
+        rows.append(
+            f"| `{name}` | {_kind_cell(key)} | {_default_cell(key)} "
+            f"| `{_md_escape(key.example)}` | {_md_escape(key.description)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _all_keys() -> list[tuple[Key, str]]:
+    """Every key with its documented name (health_checks.bind_port, jwt_svids[].jwt_audience)."""
+    keys: list[tuple[Key, str]] = []
+    for key in CONFIG_KEYS:
+        keys.append((key, key.name))
+        separator = "[]." if key.kind == "blocks" else "."
+        keys += [(child, f"{key.name}{separator}{child.name}") for child in key.children]
+    return keys
+
+
+_KIND_NAMES: dict[str, str] = {
+    "string": "string",
+    "bool": "bool",
+    "mode": "file mode (octal)",
+    "port": "port",
+    "seconds": "seconds",
+    "strings": "list of strings",
+    "signal": "signal name",
+    "cmd_args": "string",
+    "http_path": "URL path",
+    "ip_address": "IP address",
+    "choice": "one of",
+    "block": "block",
+    "blocks": "list of blocks",
+    "delay": "seconds",
+    "command": "string or list of strings",
+    "env": "block of strings",
+    "user": "user name or id",
+    "group": "group name or id",
+}
+
+
+def _kind_cell(key: Key) -> str:
+    if key.kind == "choice":
+        return "one of " + ", ".join(f"`{choice}`" for choice in key.choices)
+    return _KIND_NAMES[key.kind]
+
+
+def _default_cell(key: Key) -> str:
+    if key.required:
+        return "required"
+    if key.kind == "block":
+        return "see below"
+    if key.kind == "blocks":
+        return "`[]`"
+    if key.kind == "env":
+        return "`{}`"
+    if key.default == "":
+        return '`""`'
+    return f"`{_md_escape(hcl_value(key.kind, key.default))}`"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def _has_control_characters(text: str) -> bool:
+    return any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _key_text(name: Any) -> str:
+    """A key as it is named in an error: plain names as they are, others quoted."""
+    if isinstance(name, str) and _PLAIN_KEY.fullmatch(name):
+        return name
+    return _shown(name)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _describe(value: Any) -> str:
+    """'a string "x"', 'an integer 5', ... for type errors."""
+    if isinstance(value, bool):
+        return f"a boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        in_range = -_INT64_LIMIT <= value < _INT64_LIMIT
+        return f"an integer {value}" if in_range else "an integer out of range"
+    if isinstance(value, float):
+        return f"a number {value}"
+    if isinstance(value, str):
+        return f"a string {_shown(value)}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a block"
+    return f"a value of type {type(value).__name__}"

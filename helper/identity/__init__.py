@@ -1,0 +1,1 @@
+"""SPIFFE identities and their validation: IDs, X.509-SVIDs, JWT-SVIDs, bundles. Pure."""

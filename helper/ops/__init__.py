@@ -1,0 +1,1 @@
+"""At the side: health, metrics, status, sd_notify, expiry warnings, logging."""

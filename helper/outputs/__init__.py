@@ -1,0 +1,1 @@
+"""Validated snapshots into files: the formats, the pipelines, the atomic writer."""

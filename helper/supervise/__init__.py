@@ -1,0 +1,1 @@
+"""The process side: the child, its restarts, signals, reload actions, reaping."""

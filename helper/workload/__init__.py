@@ -1,0 +1,1 @@
+"""The Workload API: where the agent is, the client, retry delays."""
