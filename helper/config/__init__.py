@@ -27,14 +27,13 @@ import grp
 import ipaddress
 import json
 import os
-import posixpath
 import pwd
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,325 +41,50 @@ from hcl.lexer import Lexer
 from hcl.parser import HclParser
 
 from helper.config.hcl_tables import lr_parser
+from helper.config.keys import (
+    CONFIG_KEYS,
+    HEALTH_CHECK_KEYS,
+    JWT_SVID_KEYS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    REQUIRED,
+    SECRET_MODE_KEYS,
+    X509_SVID_KEYS,
+    Key,
+    Kind,
+)
+from helper.config.model import (
+    DEFAULT_AGENT_ADDRESS,
+    ENDPOINT_SOCKET_ENV,
+    Account,
+    Config,
+    HealthChecks,
+    JWTSVIDConfig,
+    X509SVIDConfig,
+)
 from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
 from helper.identity.spiffeid import parse_spiffe_id
 from helper.safefile import TooLarge, read_small_file
 from helper.supervise.cmdargs import split_cmd_args
-from helper.workload.address import Address, parse_address
+from helper.workload.address import parse_address
 from helper.workload.advice import mode_example, toml_octal
 
-DEFAULT_AGENT_ADDRESS = "/tmp/spire-agent/public/api.sock"
-ENDPOINT_SOCKET_ENV = "SPIFFE_ENDPOINT_SOCKET"
+__all__ = [
+    "CONFIG_KEYS", "DEFAULT_AGENT_ADDRESS", "ENDPOINT_SOCKET_ENV", "HEALTH_CHECK_KEYS",
+    "JWT_SVID_KEYS", "LOG_FORMATS", "LOG_LEVELS", "MAX_MODE", "MAX_PASSWORD_BYTES",
+    "MAX_STARTUP_TIMEOUT", "NAME_MAX", "REQUIRED", "SECRET_MODE_KEYS", "X509_SVID_KEYS",
+    "Account", "Config", "ConfigError", "HealthChecks", "JWTSVIDConfig", "Key", "Kind",
+    "X509SVIDConfig", "check_cert_dir", "check_credential_folder", "config_warnings",
+    "from_mapping", "go_parse_int", "hcl_value", "load", "loads", "output_file_names",
+    "parse_hcl", "parse_toml", "read_password_file", "reference_table_markdown",
+    "render_resolved", "resolve_group", "resolve_user",
+]
+
 MAX_MODE = 0o7777
 MAX_STARTUP_TIMEOUT = 365 * 24 * 3600.0
 _MAX_SHOWN = 80
-LOG_LEVELS = ("debug", "info", "warn", "error")
-LOG_FORMATS = ("text", "json", "logfmt")
 _INT64_LIMIT = 2**63
-_DEFAULT_ADDRESS = Address(scheme="unix", path=DEFAULT_AGENT_ADDRESS)
-
-
-# --- the configuration ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HealthChecks:
-    """The ``health_checks`` block."""
-
-    listener_enabled: bool = False
-    bind_port: int = 8081
-    liveness_path: str = "/live"
-    readiness_path: str = "/ready"
-    bind_address: str = ""  # ours; last so that positional construction stays as it was
-
-
-@dataclass(frozen=True)
-class JWTSVIDConfig:
-    """One ``jwt_svids`` entry."""
-
-    jwt_audience: str
-    jwt_svid_file_name: str
-    jwt_extra_audiences: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class X509SVIDConfig:
-    """One ``x509_svids`` entry: an extra identity picked by hint or SPIFFE ID."""
-
-    svid_file_name: str
-    svid_key_file_name: str
-    svid_bundle_file_name: str
-    hint: str = ""
-    spiffe_id: str = ""
-
-
-@dataclass(frozen=True)
-class Config:
-    """The resolved configuration. ``address`` is always derived from ``agent_address``."""
-
-    source: str = field(default="", compare=False)
-    agent_address: str = DEFAULT_AGENT_ADDRESS
-    address: Address = _DEFAULT_ADDRESS
-    cmd: str = ""
-    cmd_args: str = ""
-    pid_file_name: str = ""
-    cert_dir: str = ""
-    daemon_mode: bool = True
-    add_intermediates_to_bundle: bool = False
-    renew_signal: str = ""
-    svid_file_name: str = ""
-    svid_key_file_name: str = ""
-    svid_bundle_file_name: str = ""
-    jwt_svids: tuple[JWTSVIDConfig, ...] = ()
-    jwt_bundle_file_name: str = ""
-    include_federated_domains: bool = False
-    cert_file_mode: int = 0o644
-    key_file_mode: int = 0o600
-    jwt_bundle_file_mode: int = 0o600
-    jwt_svid_file_mode: int = 0o600
-    hint: str = ""
-    omit_expired: bool = False
-    x509_svids: tuple[X509SVIDConfig, ...] = ()
-    svid_combined_file_name: str = ""
-    pkcs12_file_name: str = ""
-    pkcs12_password_file: str = ""
-    credential_folder: str = ""
-    spiffe_bundle_map_file_name: str = ""
-    file_owner: str = ""
-    file_group: str = ""
-    health_checks: HealthChecks = HealthChecks()
-    startup_timeout: float = 60.0
-    watch_config: bool = False
-    log_level: str = "info"
-    log_format: str = "text"
-    # supervising cmd (helper/supervise/supervisor.py)
-    renew_action: str = "signal"
-    stop_signal: str = "SIGTERM"
-    stop_timeout: float = 10.0
-    on_cmd_exit: str = "renew"
-    cmd_stdin: bool = False
-    cmd_env: tuple[tuple[str, str], ...] = ()  # (name, value) in the order written
-    reload_debounce: float = 0.5
-    reload_cmd: tuple[str, ...] = ()  # an argument vector
-    reload_timeout: float = 30.0
-    clock_skew: float = 60.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "address", parse_address(self.agent_address))
-
-    @property
-    def x509_enabled(self) -> bool:
-        """True when all three X.509 file names are set."""
-        return bool(self.svid_file_name and self.svid_key_file_name and self.svid_bundle_file_name)
-
-    @property
-    def needs_x509(self) -> bool:
-        """True when any output is made from the X.509 stream (not only the Go trio)."""
-        return bool(self.x509_enabled or self.x509_svids or self.svid_combined_file_name
-                    or self.pkcs12_file_name or self.credential_folder
-                    or self.spiffe_bundle_map_file_name)
-
-    @property
-    def needs_jwt(self) -> bool:
-        """True when JWT-SVIDs or the JWT bundle file are configured."""
-        return bool(self.jwt_svids or self.jwt_bundle_file_name)
-
-    @property
-    def file_owner_id(self) -> int | None:
-        """The uid of ``file_owner`` (None when unset)."""
-        return resolve_user(self.file_owner) if self.file_owner else None
-
-    @property
-    def file_group_id(self) -> int | None:
-        """The gid of ``file_group`` (None when unset)."""
-        return resolve_group(self.file_group) if self.file_group else None
-
-    def output_path(self, name: str) -> Path:
-        """``name`` joined to ``cert_dir`` like Go's path.Join ("" means the working directory)."""
-        joined = f"{self.cert_dir}/{name}" if self.cert_dir else name
-        return Path(posixpath.normpath(joined)) if joined else Path(".")
-
-
-# --- the key registry --------------------------------------------------------------------
-
-Kind = Literal[
-    "string", "bool", "mode", "port", "seconds", "strings", "signal", "cmd_args", "http_path",
-    "ip_address", "choice", "block", "blocks", "delay", "command", "env", "user", "group",
-]
-
-
-class _Required:
-    """Marks a key that has no default."""
-
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-
-
-@dataclass(frozen=True)
-class Key:
-    """One configuration key: how it is checked, its default, and its documentation.
-
-    ``default`` is the documented default (the dataclass field holds the real one; a test
-    keeps them equal). ``example`` is HCL text. Block kinds name their ``children`` and the
-    dataclass (``section``) each block becomes; the ``choice`` kind names its ``choices``.
-    """
-
-    name: str
-    kind: Kind
-    default: Any
-    description: str
-    example: str
-    children: tuple[Key, ...] = ()
-    section: Callable[..., Any] | None = None
-    choices: tuple[str, ...] = ()  # kind "choice": the accepted values
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-
-HEALTH_CHECK_KEYS: tuple[Key, ...] = (
-    Key("listener_enabled", "bool", False,
-        "Serve HTTP liveness and readiness endpoints (daemon mode only).", "true"),
-    Key("bind_port", "port", 8081, "Port of the health HTTP server; 0 means the default.",
-        "8081"),
-    Key("liveness_path", "http_path", "/live", "URL path of the liveness check.", '"/live"'),
-    Key("readiness_path", "http_path", "/ready", "URL path of the readiness check.",
-        '"/ready"'),
-    Key("bind_address", "ip_address", "", "IP address the health server listens on; empty "
-        "means every interface, as in Go.", '"127.0.0.1"'),
-)
-
-X509_SVID_KEYS: tuple[Key, ...] = (
-    Key("svid_file_name", "string", REQUIRED, "File for this identity's certificate chain.",
-        '"internal.pem"'),
-    Key("svid_key_file_name", "string", REQUIRED, "File for this identity's private key.",
-        '"internal_key.pem"'),
-    Key("svid_bundle_file_name", "string", REQUIRED, "File for this identity's trust bundle.",
-        '"internal_bundle.pem"'),
-    Key("hint", "string", "", "Pick the SVID carrying this hint (set hint or spiffe_id).",
-        '"internal"'),
-    Key("spiffe_id", "string", "", "Pick the SVID with this SPIFFE ID (set hint or spiffe_id).",
-        '"spiffe://example.org/internal"'),
-)
-
-JWT_SVID_KEYS: tuple[Key, ...] = (
-    Key("jwt_audience", "string", REQUIRED, "Audience the JWT-SVID is requested for.",
-        '"your-audience"'),
-    Key("jwt_svid_file_name", "string", REQUIRED,
-        "File (in cert_dir) the JWT-SVID token is written to.", '"jwt_svid.token"'),
-    Key("jwt_extra_audiences", "strings", (), "Further audiences for the same JWT-SVID.",
-        '["extra-audience-1"]'),
-)
-
-CONFIG_KEYS: tuple[Key, ...] = (
-    Key("agent_address", "string", DEFAULT_AGENT_ADDRESS,
-        f"Workload API address: an absolute socket path, unix:///path or tcp://IP:port. "
-        f"Unset: ${ENDPOINT_SOCKET_ENV}, else the default.",
-        '"/tmp/spire-agent/public/api.sock"'),
-    Key("cmd", "string", "", "Program to start and signal when certificates are renewed "
-        "(daemon mode only).", '"ghostunnel"'),
-    Key("cmd_args", "cmd_args", "", 'Arguments of cmd, split on spaces; "double quotes" '
-        "group words (Go encoding/csv rules, no shell).", '"server --listen :8002"'),
-    Key("pid_file_name", "string", "", "File holding the PID of a process to signal with "
-        "renew_signal on renewal (daemon mode only).", '"/run/nginx.pid"'),
-    Key("cert_dir", "string", "", "Existing directory the files are written to; empty "
-        "means the working directory.", '"certs"'),
-    Key("daemon_mode", "bool", True, "Keep running and renewing; false fetches once and "
-        "exits. The -daemon-mode flag overrides it.", "false"),
-    Key("add_intermediates_to_bundle", "bool", False, "Write intermediate certificates to "
-        "the bundle file instead of the SVID file.", "true"),
-    Key("renew_signal", "signal", "", "Signal sent to cmd or the pid_file_name process "
-        "after renewal (SIGHUP or HUP form).", '"SIGHUP"'),
-    Key("svid_file_name", "string", "", "File for the X.509-SVID certificate chain (PEM).",
-        '"svid.pem"'),
-    Key("svid_key_file_name", "string", "", "File for the X.509-SVID private key "
-        "(PKCS#8 PEM).", '"svid_key.pem"'),
-    Key("svid_bundle_file_name", "string", "", "File for the X.509 trust bundle (PEM).",
-        '"svid_bundle.pem"'),
-    Key("jwt_svids", "blocks", (), "JWT-SVIDs to fetch, a list of blocks.",
-        '[{jwt_audience = "aud", jwt_svid_file_name = "jwt.token"}]',
-        children=JWT_SVID_KEYS, section=JWTSVIDConfig),
-    Key("jwt_bundle_file_name", "string", "", "File for the JWT bundles (JSON).",
-        '"jwt_bundle.json"'),
-    Key("include_federated_domains", "bool", False, "Add federated trust domains' "
-        "authorities to the bundle file.", "true"),
-    Key("cert_file_mode", "mode", 0o644, "Mode of the certificate and bundle files "
-        "(octal; 0 means the default).", "0644"),
-    Key("key_file_mode", "mode", 0o600, "Mode of the private key file (octal).", "0600"),
-    Key("jwt_bundle_file_mode", "mode", 0o600, "Mode of the JWT bundle file (octal).",
-        "0600"),
-    Key("jwt_svid_file_mode", "mode", 0o600, "Mode of the JWT-SVID files (octal).", "0600"),
-    Key("hint", "string", "", "Pick the SVID (X.509 and JWT) with this hint; empty means the "
-        "first.", '"internal"'),
-    Key("omit_expired", "bool", False, "Leave expired certificates out of the bundle file.",
-        "true"),
-    Key("x509_svids", "blocks", (), "More X.509 identities of the same workload, each "
-        "written in the Go layout to its own three files; a list of blocks.",
-        '[{hint = "internal", svid_file_name = "in.pem", svid_key_file_name = "in_key.pem", '
-        'svid_bundle_file_name = "in_bundle.pem"}]',
-        children=X509_SVID_KEYS, section=X509SVIDConfig),
-    Key("svid_combined_file_name", "string", "", "File holding the private key, the leaf and "
-        "the intermediates in one PEM (HAProxy); mode from key_file_mode.", '"haproxy.pem"'),
-    Key("pkcs12_file_name", "string", "", "PKCS#12 keystore with the key, leaf and "
-        "intermediates (alias spiffe) for Java; mode from key_file_mode.", '"keystore.p12"'),
-    Key("pkcs12_password_file", "string", "", "File whose content (one trailing newline "
-        "dropped) is the PKCS#12 password; unset: no password.", '"p12.pass"'),
-    Key("credential_folder", "string", "", "Existing folder (in cert_dir) to keep as a SPIFFE "
-        "Filesystem Delivery credential folder; exported to cmd as SPIFFE_CREDENTIAL_FOLDER.",
-        '"spiffe"'),
-    Key("spiffe_bundle_map_file_name", "string", "", "File for the SPIFFE bundle map (JSON) "
-        "that gRPC's SPIFFE mTLS support reads, own and federated trust domains.",
-        '"bundle_map.json"'),
-    Key("file_owner", "user", "", "User (name or id) that owns every output file, set on "
-        "each write.", '"postgres"'),
-    Key("file_group", "group", "", "Group (name or id) of every output file, set on each "
-        "write.", '"postgres"'),
-    Key("health_checks", "block", HealthChecks(), "HTTP health endpoints, a block.",
-        "health_checks { listener_enabled = true }",
-        children=HEALTH_CHECK_KEYS, section=HealthChecks),
-    Key("startup_timeout", "seconds", 60.0, "One-shot mode (daemon_mode = false) gives up "
-        "after this many seconds without a complete fetch.", "30"),
-    Key("watch_config", "bool", False, "Re-read this file when it changes, as on SIGHUP "
-        "(daemon mode only).", "true"),
-    Key("log_level", "choice", "info", "Least severe messages logged. The --log-level flag "
-        "overrides it.", '"debug"', choices=LOG_LEVELS),
-    Key("log_format", "choice", "text", "text: one line per event; json: one JSON object "
-        "per line; logfmt: time=... level=... msg=\"...\" key=value, the shape of the Go "
-        "helper's logrus lines, with the Go helper's msg text for the events both log. The "
-        "--log-format flag overrides it.", '"logfmt"', choices=LOG_FORMATS),
-    Key("renew_action", "choice", "signal", 'What a renewal does to cmd: "signal" sends '
-        "renew_signal to it, or starts it again if it has exited (Go behaviour); \"restart\" "
-        "stops it with stop_signal and starts it again on the new files.", '"restart"',
-        choices=("signal", "restart")),
-    Key("stop_signal", "signal", "SIGTERM", 'Signal that stops cmd (renew_action = "restart", '
-        "helper shutdown); its process group is SIGKILLed after stop_timeout.", '"SIGQUIT"'),
-    Key("stop_timeout", "seconds", 10.0, "Seconds cmd gets to exit after stop_signal or a "
-        "forwarded SIGTERM/SIGINT before its process group is SIGKILLed.", "30"),
-    Key("on_cmd_exit", "choice", "renew", 'When cmd exits on its own: "renew" starts it '
-        'again at the next renewal (Go behaviour); "exit" ends the helper with cmd\'s exit '
-        'status; "restart" starts it again with backoff (1 s doubling to 30 s).', '"exit"',
-        choices=("renew", "exit", "restart")),
-    Key("cmd_stdin", "bool", False, "Give cmd the helper's stdin; false gives it /dev/null.",
-        "true"),
-    Key("cmd_env", "env", (), "Environment variables added for cmd and reload_cmd, a block "
-        "of NAME = \"value\".", '{ LOG_LEVEL = "debug" }'),
-    Key("reload_debounce", "delay", 0.5, "Renewals within this many seconds become one "
-        "reload with the last files; 0 reloads at once (never two at a time).", "1"),
-    Key("reload_cmd", "command", (), "Command run after each write that changed files, "
-        "the first included (daemon mode only): a string split like cmd_args, or a list of "
-        "strings; no shell.",
-        '["mariadb-admin", "flush-ssl"]'),
-    Key("reload_timeout", "seconds", 30.0, "reload_cmd is killed (its process group) after "
-        "this many seconds and counted as failed.", "10"),
-    Key("clock_skew", "delay", 60.0, "Seconds an X.509-SVID's or a JWT-SVID's notBefore "
-        "(nbf) may lie in the future, for a clock that trails the agent's. A newer X.509 "
-        "message that is not yet valid even so is kept and written once it is.", "120"),
-)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -1140,7 +864,7 @@ def _check_owner(value: Any, where: str, ctx: _Context, what: str,
         raise ctx.error(where, f"unknown {what} {_shown(text)}") from None
     if ident >= 2**32 - 1:
         raise ctx.error(where, f"{what} id {ident} is out of range")
-    return text
+    return Account(text, ident)
 
 
 def _check_user(value: Any, where: str, ctx: _Context) -> str:
@@ -1347,10 +1071,6 @@ def config_warnings(cfg: Config) -> list[str]:
                 f"0600 or 0640 keeps them private"
             )
     return warnings
-
-
-# Modes of files that hold a private key or a token.
-SECRET_MODE_KEYS = ("key_file_mode", "jwt_svid_file_mode")
 
 
 # --- rendering -------------------------------------------------------------------------------
