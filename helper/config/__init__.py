@@ -24,12 +24,10 @@ one ``Key`` entry and the matching dataclass field.
 from __future__ import annotations
 
 import grp
-import ipaddress
 import json
 import os
 import pwd
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -66,7 +64,6 @@ from helper.errors import AddressError, Refused
 from helper.errors import ConfigError as ConfigError  # re-exported for callers
 from helper.identity.spiffeid import parse_spiffe_id
 from helper.safefile import TooLarge, read_small_file
-from helper.supervise.cmdargs import split_cmd_args
 from helper.workload.address import parse_address
 from helper.workload.advice import mode_example, toml_octal
 
@@ -81,11 +78,15 @@ __all__ = [
     "render_resolved", "resolve_group", "resolve_user",
 ]
 
-MAX_MODE = 0o7777
-MAX_STARTUP_TIMEOUT = 365 * 24 * 3600.0
-_MAX_SHOWN = 80
-_INT64_LIMIT = 2**63
-
+from helper.config.checks import CHECKERS as _CHECKERS
+from helper.config.checks import INT64_LIMIT as _INT64_LIMIT
+from helper.config.checks import MAX_MODE, MAX_STARTUP_TIMEOUT, check_choice, go_parse_int
+from helper.config.checks import USE_DEFAULT as _USE_DEFAULT
+from helper.config.checks import Context as _Context
+from helper.config.checks import describe as _describe
+from helper.config.checks import key_text as _key_text
+from helper.config.checks import one_line as _one_line
+from helper.config.checks import shown as _shown
 
 # --- loading -------------------------------------------------------------------------------
 
@@ -237,8 +238,6 @@ def _hcl_problem(message: str) -> str:
     return f"line {match.group(1)}: HCL syntax error: {problem}"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # --- Go-compatible HCL literals --------------------------------------------------------------
@@ -389,20 +388,10 @@ def _check_quoted_string(raw: str, pyhcl_value: str, line: str, source: str, key
 # --- validation ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Context:
-    source: str
-    mode_strings: bool
-
-    def error(self, where: str, problem: str) -> ConfigError:
-        return ConfigError(problem, file=self.source, key=where)
 
 
-class _UseDefault:
-    """Returned by a checker when the value means 'the default' (Go's 0 or "")."""
 
 
-_USE_DEFAULT = _UseDefault()
 
 
 def from_mapping(
@@ -420,7 +409,7 @@ def from_mapping(
     file modes written as octal strings (TOML). ``overrides`` (top-level keys set on the
     command line) win over the file and are checked like it. Checks that cert_dir exists.
     """
-    ctx = _Context(source, mode_strings)
+    ctx = _Context(source, mode_strings, resolve_user, resolve_group)
     raw: object = data
     if not isinstance(raw, Mapping):
         raise ctx.error("", "the configuration must be a set of key = value pairs")
@@ -569,7 +558,7 @@ def _check_value(key: Key, value: Any, where: str, ctx: _Context) -> Any:
         assert key.section is not None
         return key.section(**_check_section(merged, key.children, f"{where}.", ctx))
     if key.kind == "choice":
-        return _check_choice(value, key.choices, where, ctx)
+        return check_choice(value, key.choices, where, ctx)
     if key.kind == "blocks":
         assert key.section is not None
         section = key.section
@@ -622,209 +611,46 @@ def _resolve_agent_address(configured: str, environ: Mapping[str, str], ctx: _Co
 # --- checkers, one per kind --------------------------------------------------------------------
 
 
-def _check_string(value: Any, where: str, ctx: _Context) -> str:
-    if not isinstance(value, str):
-        raise ctx.error(where, f"expected a string, got {_describe(value)}")
-    if _has_control_characters(value):
-        raise ctx.error(where, "must not contain line breaks or other control characters")
-    return value
 
 
-def _check_bool(value: Any, where: str, ctx: _Context) -> bool:
-    if isinstance(value, bool):
-        return value
-    hint = ""
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        hint = f"; write {value.lower()} without quotes"
-    raise ctx.error(where, f"expected true or false, got {_describe(value)}{hint}")
 
 
-def _check_int(value: Any, where: str, ctx: _Context, what: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not -_INT64_LIMIT <= value < _INT64_LIMIT:
-            raise ctx.error(where, f"expected {what}, got {_describe(value)}")
-        return value
-    if isinstance(value, str):
-        # Go's HCL decoder reads a quoted integer with strconv.ParseInt(s, 0, 0):
-        # "0644" is octal there too, so a Go config that quotes its modes keeps working.
-        parsed = go_parse_int(value)
-        if parsed is not None and -_INT64_LIMIT <= parsed < _INT64_LIMIT:
-            return parsed
-    raise ctx.error(where, f"expected {what}, got {_describe(value)}")
 
 
-_GO_INT_BASES = {"0x": 16, "0X": 16, "0o": 8, "0O": 8, "0b": 2, "0B": 2}
 
 
-def go_parse_int(text: str) -> int | None:
-    """Go's strconv.ParseInt(text, 0, 64) without underscores: None when it would fail."""
-    sign, body = (-1, text[1:]) if text[:1] == "-" else (1, text.removeprefix("+"))
-    base = _GO_INT_BASES.get(body[:2], 0)
-    if base:
-        body = body[2:]
-    elif len(body) > 1 and body[0] == "0":
-        base, body = 8, body[1:]
-    else:
-        base = 10
-    if not body or not body.isascii() or not body.isalnum():
-        return None
-    try:
-        return sign * int(body, base)
-    except ValueError:
-        return None
 
 
-def _check_mode(value: Any, where: str, ctx: _Context) -> int | _UseDefault:
-    if ctx.mode_strings and isinstance(value, str):
-        mode = _octal_string(value, where, ctx)
-    else:
-        mode = _check_int(value, where, ctx, "an octal file mode such as 0644")
-    if mode < 0:
-        raise ctx.error(where, f"file mode must not be negative, got {mode}")
-    if mode > MAX_MODE:
-        raise ctx.error(where, f"file mode 0{mode:o} is out of range (0 to 07777)")
-    return _USE_DEFAULT if mode == 0 else mode
 
 
-def _octal_string(value: str, where: str, ctx: _Context) -> int:
-    text = value.strip()
-    digits = text[2:] if text[:2] in ("0o", "0O") else text
-    if not digits or any(ch not in "01234567" for ch in digits):
-        raise ctx.error(where, f"expected an octal file mode such as \"0644\", got {_shown(value)}")
-    return int(digits, 8)
 
 
-def _check_port(value: Any, where: str, ctx: _Context) -> int | _UseDefault:
-    port = _check_int(value, where, ctx, "a port number")
-    if not 0 <= port <= 65535:
-        raise ctx.error(where, f"port {port} is out of range (1 to 65535; 0 means 8081)")
-    return _USE_DEFAULT if port == 0 else port
 
 
-def _seconds(value: Any, where: str, ctx: _Context, *, zero_allowed: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ctx.error(where, f"expected a number of seconds, got {_describe(value)}")
-    # comparisons: huge ints exactly, NaN always False
-    above_floor = value >= 0 if zero_allowed else value > 0
-    if not (above_floor and value <= MAX_STARTUP_TIMEOUT):
-        floor = "at least 0" if zero_allowed else "more than 0"
-        raise ctx.error(
-            where, f"must be {floor} and at most {MAX_STARTUP_TIMEOUT:.0f} seconds, "
-            f"got {_describe(value)}"
-        )
-    return float(value)
 
 
-def _check_seconds(value: Any, where: str, ctx: _Context) -> float:
-    return _seconds(value, where, ctx, zero_allowed=False)
 
 
-def _check_strings(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        raise ctx.error(where, f"expected a list of strings, got {_describe(value)}")
-    items: list[str] = []
-    for index, item in enumerate(value):
-        text = _check_string(item, f"{where}[{index}]", ctx)
-        if not text:
-            raise ctx.error(f"{where}[{index}]", "must not be empty")
-        items.append(text)
-    return tuple(items)
 
 
-def _known_signals() -> frozenset[str]:
-    return frozenset(name for name in signal.Signals.__members__ if name.startswith("SIG"))
 
 
-def _check_signal(value: Any, where: str, ctx: _Context) -> str:
-    text = _check_string(value, where, ctx)
-    if text == "":
-        return ""
-    known = _known_signals()
-    name = text if text.startswith("SIG") else f"SIG{text}"
-    if name in known:
-        return name
-    upper = text.upper() if text.upper().startswith("SIG") else f"SIG{text.upper()}"
-    if upper in known:
-        raise ctx.error(where, f"signal names are upper case: write {upper}")
-    raise ctx.error(where, f"unknown signal {_shown(text)}; use a name such as SIGHUP or HUP")
 
 
-def _check_cmd_args(value: Any, where: str, ctx: _Context) -> str:
-    text = _check_string(value, where, ctx)
-    try:
-        split_cmd_args(text)
-    except ValueError as exc:
-        raise ctx.error(where, str(exc)) from None
-    return text
 
 
-def _check_delay(value: Any, where: str, ctx: _Context) -> float:
-    """Seconds, 0 allowed."""
-    return _seconds(value, where, ctx, zero_allowed=True)
 
 
-def _check_command(value: Any, where: str, ctx: _Context) -> tuple[str, ...]:
-    """A command line: a string split like cmd_args, or a list of strings (an argv)."""
-    if isinstance(value, str):
-        argv = split_cmd_args(_check_cmd_args(value, where, ctx))
-    elif isinstance(value, list | tuple):
-        argv = [_check_string(item, f"{where}[{index}]", ctx) for index, item in enumerate(value)]
-    else:
-        raise ctx.error(where, f"expected a string or a list of strings, got {_describe(value)}")
-    if argv and not argv[0]:
-        raise ctx.error(where, "the program (first word) must not be empty")
-    return tuple(argv)
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _check_env(value: Any, where: str, ctx: _Context) -> tuple[tuple[str, str], ...]:
-    """NAME = "value" pairs: one block or map, or repeated blocks (merged, later wins)."""
-    if isinstance(value, Mapping):
-        blocks: list[Any] = [value]
-    elif isinstance(value, list | tuple) and all(isinstance(b, Mapping) for b in value):
-        blocks = list(value)
-    else:
-        raise ctx.error(where, f'expected a block of NAME = "value" pairs, got {_describe(value)}')
-    merged: dict[str, str] = {}
-    for block in blocks:
-        for name, item in block.items():
-            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
-                raise ctx.error(f"{where}.{_key_text(name)}", "is not an environment variable "
-                                "name (letters, digits and _, not starting with a digit)")
-            merged[name] = _check_string(item, f"{where}.{name}", ctx)
-    return tuple(merged.items())
 
 
-def _check_http_path(value: Any, where: str, ctx: _Context) -> str | _UseDefault:
-    text = _check_string(value, where, ctx)
-    if text == "":
-        return _USE_DEFAULT
-    if not text.startswith("/"):
-        raise ctx.error(where, f"must start with '/', got {_shown(text)}")
-    return text
 
 
-def _check_ip_address(value: Any, where: str, ctx: _Context) -> str:
-    text = _check_string(value, where, ctx)
-    if text == "":
-        return ""
-    literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    try:
-        return str(ipaddress.ip_address(literal))
-    except ValueError:
-        raise ctx.error(where, f"expected an IPv4 or IPv6 address such as 127.0.0.1 or ::1, "
-                               f"got {_shown(text)}") from None
 
 
-def _check_choice(value: Any, choices: Sequence[str], where: str, ctx: _Context) -> str:
-    text = _check_string(value, where, ctx)
-    if text in choices:
-        return text
-    if text.lower() in choices:
-        raise ctx.error(where, f"write {text.lower()} in lower case")
-    raise ctx.error(where, f"expected one of {', '.join(choices)}, got {_shown(text)}")
 
 
 def resolve_user(value: str) -> int:
@@ -848,50 +674,12 @@ def resolve_group(value: str) -> int:
         raise
 
 
-def _check_owner(value: Any, where: str, ctx: _Context, what: str,
-                 resolve: Callable[[str], int]) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        text = str(value)
-    else:
-        text = _check_string(value, where, ctx).strip()
-    if text == "":
-        return ""
-    if text.startswith("-"):
-        raise ctx.error(where, f"{what} id must not be negative, got {_shown(text)}")
-    try:
-        ident = resolve(text)
-    except KeyError:
-        raise ctx.error(where, f"unknown {what} {_shown(text)}") from None
-    if ident >= 2**32 - 1:
-        raise ctx.error(where, f"{what} id {ident} is out of range")
-    return Account(text, ident)
 
 
-def _check_user(value: Any, where: str, ctx: _Context) -> str:
-    return _check_owner(value, where, ctx, "user", resolve_user)
 
 
-def _check_group(value: Any, where: str, ctx: _Context) -> str:
-    return _check_owner(value, where, ctx, "group", resolve_group)
 
 
-_CHECKERS: dict[str, Callable[[Any, str, _Context], Any]] = {
-    "string": _check_string,
-    "bool": _check_bool,
-    "mode": _check_mode,
-    "port": _check_port,
-    "seconds": _check_seconds,
-    "strings": _check_strings,
-    "signal": _check_signal,
-    "cmd_args": _check_cmd_args,
-    "http_path": _check_http_path,
-    "ip_address": _check_ip_address,
-    "delay": _check_delay,
-    "command": _check_command,
-    "env": _check_env,
-    "user": _check_user,
-    "group": _check_group,
-}
 
 
 # --- checks across keys (Go's rules, then ours) ----------------------------------------------
@@ -1223,38 +1011,11 @@ def _md_escape(text: str) -> str:
 # --- small helpers ----------------------------------------------------------------------------
 
 
-def _has_control_characters(text: str) -> bool:
-    return any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text)
 
 
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
-def _key_text(name: Any) -> str:
-    """A key as it is named in an error: plain names as they are, others quoted."""
-    if isinstance(name, str) and _PLAIN_KEY.fullmatch(name):
-        return name
-    return _shown(name)
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
-def _describe(value: Any) -> str:
-    """'a string "x"', 'an integer 5', ... for type errors."""
-    if isinstance(value, bool):
-        return f"a boolean {'true' if value else 'false'}"
-    if isinstance(value, int):
-        in_range = -_INT64_LIMIT <= value < _INT64_LIMIT
-        return f"an integer {value}" if in_range else "an integer out of range"
-    if isinstance(value, float):
-        return f"a number {value}"
-    if isinstance(value, str):
-        return f"a string {_shown(value)}"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a block"
-    return f"a value of type {type(value).__name__}"
