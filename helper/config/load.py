@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from helper.config.checks import one_line, shown
+from helper.config.checks import numeric_id, one_line, shown
 from helper.config.hcl import parse_hcl, parse_toml
 from helper.config.model import Config
 from helper.config.rules import validate
@@ -85,9 +85,9 @@ def from_mapping(
 ) -> Config:
     """Validate parsed config data and build a Config; raise ConfigError on any problem.
 
-    ``daemon_mode`` (the command-line flag) wins over the file. ``mode_strings`` accepts
-    file modes written as octal strings (TOML). ``overrides`` (top-level keys set on the
-    command line) win over the file and are checked like it. Checks that cert_dir exists.
+    ``rules.validate`` with the process environment (unless ``environ`` is given) and the
+    user and group databases, then the checks that look at the filesystem: cert_dir and
+    credential_folder exist, the password file is readable.
     """
     cfg = validate(data, source=source, daemon_mode=daemon_mode,
                    environ=os.environ if environ is None else environ,
@@ -101,7 +101,7 @@ def from_mapping(
 
 
 def check_cert_dir(cfg: Config) -> None:
-    """The one filesystem check: cert_dir, if set, must be an existing directory."""
+    """cert_dir, if set, must be an existing directory."""
     if not cfg.cert_dir:
         return
     try:
@@ -168,9 +168,7 @@ def resolve_user(value: str) -> int:
     try:
         return pwd.getpwnam(value).pw_uid
     except KeyError:
-        if value.isascii() and value.isdigit():
-            return int(value)
-        raise
+        return numeric_id(value)
 
 
 def resolve_group(value: str) -> int:
@@ -178,6 +176,4 @@ def resolve_group(value: str) -> int:
     try:
         return grp.getgrnam(value).gr_gid
     except KeyError:
-        if value.isascii() and value.isdigit():
-            return int(value)
-        raise
+        return numeric_id(value)
