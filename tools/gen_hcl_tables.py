@@ -35,7 +35,7 @@ def _table(name: str, table: dict[int, dict[str, int]]) -> str:
 
 def render() -> str:
     sys.path.insert(0, str(ROOT))
-    from helper.config import _GoLikeHclParser
+    from helper.config.hcl import _GoLikeHclParser
     from helper.config.hcl_tables import generate
 
     signature, action, goto = generate(_GoLikeHclParser.__new__(_GoLikeHclParser))

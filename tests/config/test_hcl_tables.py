@@ -10,7 +10,8 @@ import pytest
 from hcl.ply import yacc
 from util import ROOT
 
-from helper.config import _GoLikeHclParser, _hcl_parsetab, hcl_tables
+from helper.config import _hcl_parsetab, hcl_tables
+from helper.config.hcl import _GoLikeHclParser
 
 SAMPLES = [
     "",

@@ -1,4 +1,4 @@
-"""Configuration of the identity outputs (helper/config/__init__.py) and AtomicWriter.remove."""
+"""Configuration of the identity outputs (helper/config/) and AtomicWriter.remove."""
 
 from __future__ import annotations
 
