@@ -184,3 +184,18 @@ def test_every_test_file_a_document_names_exists():
     for document in DOCUMENTS:
         for path in re.findall(r"`(tests/[\w/]+\.py)", document.read_text()):
             assert (ROOT / path).exists(), f"{document.relative_to(ROOT)}: {path}"
+
+
+def test_the_stated_systemd_exposure_is_the_one_the_security_test_enforces():
+    source = (ROOT / "tests" / "test_systemd_security.py").read_text()
+    block = source.split("MAX_EXPOSURE = {", 1)[1].split("}", 1)[0]
+    enforced = {unit: float(score)
+                for unit, score in re.findall(r'"([^"]+)": (\d+\.\d+)', block)}
+    assert len(enforced) >= 4
+    for document in (DOCS / "operations.md", DOCS / "systemd.md"):
+        stated = {}
+        for unit, score in re.findall(r"^\s*\| `([^`]+)`[^\n]*\| \**(\d+\.\d+) [A-Z]+\**\s*\|$",
+                                      document.read_text(), re.MULTILINE):
+            stated.setdefault(unit, float(score))
+        for unit, score in enforced.items():
+            assert stated.get(unit) == score, f"{document.name}: {unit} {stated.get(unit)} != {score}"
