@@ -98,8 +98,11 @@ def test_the_readme_first_config_passes_check_config(tmp_path):
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     loaded = config.load(conf)
-    assert loaded.cmd == "nginx" and loaded.renew_signal == "SIGHUP"
-    assert loaded.svid_file_name and loaded.svid_key_file_name and loaded.svid_bundle_file_name
+    assert loaded.cmd == "nginx"
+    assert loaded.renew_signal == "SIGHUP"
+    assert loaded.svid_file_name
+    assert loaded.svid_key_file_name
+    assert loaded.svid_bundle_file_name
     assert loaded.health_checks.listener_enabled
 
 
@@ -120,9 +123,10 @@ def test_the_readme_migration_table_is_the_full_one_in_short():
     full = _table_rows((DOCS / "migration.md").read_text(), header)
     # one row per deliberate difference, in both, in the same order
     assert len(short) == len(full) >= 25
-    for brief, detailed in zip(short, full):
+    for brief, detailed in zip(short, full, strict=True):
         assert len(brief) == len(detailed) == 3, brief
-        assert all(brief) and all(detailed), brief
+        assert all(brief), brief
+        assert all(detailed), detailed
         # the short Go cell speaks of the same thing as the full one
         for token in re.findall(r"`([^`]+)`", brief[0]):
             assert f"`{token}`" in detailed[0], (token, detailed[0])
@@ -198,4 +202,5 @@ def test_the_stated_systemd_exposure_is_the_one_the_security_test_enforces():
                                       document.read_text(), re.MULTILINE):
             stated.setdefault(unit, float(score))
         for unit, score in enforced.items():
-            assert stated.get(unit) == score, f"{document.name}: {unit} {stated.get(unit)} != {score}"
+            assert stated.get(unit) == score, \
+                f"{document.name}: {unit} {stated.get(unit)} != {score}"
