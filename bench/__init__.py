@@ -1,4 +1,4 @@
 """Benchmarks: the helper against a naive py-spiffe script, and against its targets.
 
-`python -m bench` (or `--quick`, `--json`); see README.md, section "Performance".
+`python -m bench` (or `--quick`, `--json`); see bench/README.md.
 """

@@ -71,7 +71,7 @@ def test_build_makes_an_sdist_and_a_wheel_that_pass_twine_check(dist):
     # everything needed to run the tests and build the Debian package from the sdist
     for needed in ("pyproject.toml", "README.md", "tests/conftest.py", "tests/util.py",
                    "systemd/spiffe-helper.service", "tools/build-deb", "proto/workload.proto",
-                   "examples/container/Dockerfile"):
+                   "examples/container/Dockerfile", "docs/configuration.md"):
         assert needed in members, needed
 
 

@@ -43,7 +43,8 @@ TEMPLATE = UNITS / "spiffe-helper@.service"
 NGINX_DROP_IN = UNITS / "spiffe-helper@nginx.service.d" / "10-nginx.conf"
 POSTGRESQL_DROP_IN = UNITS / "spiffe-helper@postgresql.service.d" / "10-postgresql.conf"
 
-# The exposure each unit must not exceed: the numbers README.md states.
+# The exposure each unit must not exceed: the numbers docs/operations.md and docs/systemd.md
+# state (tests/test_docs.py checks that they agree with these).
 MAX_EXPOSURE = {
     "spiffe-helper.service": 1.8,
     "spiffe-helper@.service": 5.3,

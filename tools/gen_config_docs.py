@@ -1,6 +1,10 @@
-"""Write the configuration reference table from helper/config/__init__.py into README.md.
+"""Write the configuration reference table from the key registry into docs/configuration.md.
 
-Usage: python tools/sync_readme.py [--check]
+Usage: python tools/gen_config_docs.py [--check]
+
+Only the block between the reference-table markers is generated; the text around it is
+written by hand. --check changes nothing and exits 1 when the file is stale
+(tests/test_docs.py runs the same comparison).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+REFERENCE = ROOT / "docs" / "configuration.md"
 BLOCK = re.compile(r"(<!-- reference-table:start[^>]*-->\n).*?(<!-- reference-table:end -->)",
                    re.DOTALL)
 
@@ -21,16 +25,16 @@ def synced(text: str) -> str:
 
     table = reference_table_markdown().rstrip("\n") + "\n"
     if not BLOCK.search(text):
-        raise SystemExit("README.md has no reference-table markers")
+        raise SystemExit(f"{REFERENCE.relative_to(ROOT)} has no reference-table markers")
     return BLOCK.sub(lambda m: m.group(1) + table + m.group(2), text)
 
 
 def main(argv: list[str]) -> int:
-    text = README.read_text()
+    text = REFERENCE.read_text()
     new = synced(text)
     if "--check" in argv:
         return 0 if new == text else 1
-    README.write_text(new)
+    REFERENCE.write_text(new)
     return 0
 
 
