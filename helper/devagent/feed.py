@@ -362,16 +362,12 @@ class Feed:
         return response
 
     def _bundles_response(self) -> workload_pb2.X509BundlesResponse:
-        response = workload_pb2.X509BundlesResponse()
-        for ca in (self.ca, *self.federated_cas.values()):
-            response.bundles[ca.id] = ca.bundle_der()
-        return response
+        cas = (self.ca, *self.federated_cas.values())
+        return workload_pb2.X509BundlesResponse(bundles={ca.id: ca.bundle_der() for ca in cas})
 
     def _jwt_bundles_response(self) -> workload_pb2.JWTBundlesResponse:
-        response = workload_pb2.JWTBundlesResponse()
-        for ca in (self.ca, *self.federated_cas.values()):
-            response.bundles[ca.id] = ca.jwks()
-        return response
+        cas = (self.ca, *self.federated_cas.values())
+        return workload_pb2.JWTBundlesResponse(bundles={ca.id: ca.jwks() for ca in cas})
 
     def _publish_state(self) -> workload_pb2.X509SVIDResponse:
         response = self._x509_response()

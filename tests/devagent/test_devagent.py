@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -445,6 +446,34 @@ def test_wait_streams_counts_open_streams_and_is_bounded(stub: Stub) -> None:
     assert agent.open_streams == 2
     for stream in streams:
         stream.cancel()
+
+
+def test_thread_runs_every_call_on_the_agents_loop(stub: Stub) -> None:
+    agent, client = stub
+    assert agent.call(lambda _: threading.current_thread().name) == "dev-agent"
+    stream = open_stream(client)
+    first = next(stream)
+    agent.wait(lambda a: a.wait_streams(1, CALL_TIMEOUT), CALL_TIMEOUT)
+    times = agent.push_times  # a copy: it does not grow with the next push
+    pushed = agent.publish(DevAgent.rotate)
+    assert next(stream) == pushed != first
+    assert (len(times), agent.push_count, agent.call(lambda a: a.push_count)) == (1, 2, 2)
+    with pytest.raises(TimeoutError):
+        agent.wait(lambda a: a.wait_streams(2, 0.05), 0.05)
+    stream.cancel()
+
+
+def test_thread_takes_an_agent_or_its_options(tmp_path: Path) -> None:
+    options = AgentOptions(tmp_path / "a.sock", federate=["one.org"], dns_names=["localhost"])
+    assert (options.federate, options.dns_names, options.svids) == (("one.org",),
+                                                                    ("localhost",), ())
+    made = DevAgent(options)
+    with DevAgentThread(made) as agent:
+        assert agent.agent is made
+        assert agent.address == f"unix://{tmp_path / 'a.sock'}"
+        assert list(agent.federated_cas) == ["one.org"]
+    with DevAgentThread(options) as agent:
+        assert agent.agent.options is options
 
 
 def test_rotate_every_pushes_on_its_own(tmp_path: Path) -> None:
