@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 ROOT = Path(__file__).resolve().parent.parent
 SVID, KEY, BUNDLE = "svid.pem", "svid_key.pem", "svid_bundle.pem"
@@ -175,7 +175,7 @@ class Workspace:
         self.dir = Path(tempfile.mkdtemp(prefix="shbench-", dir=parent))
         self.env = subprocess_env(self.dir / "pycache")
         # JWT-SVIDs live 1 h: an idle daemon's refresh (at half the TTL) is outside the window
-        self.agent = DevAgentThread(str(self.dir / "agent.sock"), jwt_ttl=3600.0)
+        self.agent = DevAgentThread(AgentOptions(str(self.dir / "agent.sock"), jwt_ttl=3600.0))
 
     def __enter__(self) -> Workspace:
         self.agent.__enter__()

@@ -124,11 +124,11 @@ def _describe_rotation(n: int, before: OnDisk, after: OnDisk, svid_name: str, ke
 
 async def run_demo(directory: Path, *, rotations: int = 2, ttl: float = 3600.0,
                    out: Callable[[str], None] = print) -> int:
-    from helper.devagent import DevAgent
+    from helper.devagent import AgentOptions, DevAgent
 
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="spiffe-helper-demo-") as tmp:
-        agent = DevAgent(os.path.join(tmp, "agent.sock"), spiffe_id=DEMO_ID, ttl=ttl)
+        agent = DevAgent(AgentOptions(os.path.join(tmp, "agent.sock"), spiffe_id=DEMO_ID, ttl=ttl))
         await agent.start()
         try:
             return await _demo_against(agent, directory, rotations, out)

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from util import HelperProcess, leaf_serial, wait_for
 
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 RECORDER = Path(__file__).parent / "children" / "recorder.py"
 
 
 @pytest.fixture
 def agent(tmp_path):
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock"), jwt_ttl=300) as a:
+    with DevAgentThread(AgentOptions(str(tmp_path / "agent" / "api.sock"), jwt_ttl=300)) as a:
         yield a
 
 

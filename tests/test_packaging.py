@@ -61,7 +61,7 @@ def test_build_makes_an_sdist_and_a_wheel_that_pass_twine_check(dist):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
     assert "helper/_proto/workload_pb2.py" in names
-    assert "helper/devagent/server.py" in names
+    assert "helper/devagent/agent.py" in names
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as zf:

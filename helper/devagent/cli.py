@@ -14,7 +14,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from helper.devagent.server import DEFAULT_JWT_TTL, DevAgent
+from helper.devagent.agent import DevAgent
+from helper.devagent.feed import DEFAULT_JWT_TTL, AgentOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _agent_from_args(args: argparse.Namespace) -> DevAgent:
-    return DevAgent(
+    return DevAgent(AgentOptions(
         args.socket,
         trust_domain=args.trust_domain,
         spiffe_id=args.spiffe_id,
@@ -113,7 +114,7 @@ def _agent_from_args(args: argparse.Namespace) -> DevAgent:
         intermediate=args.intermediate,
         dns_names=args.dns_name,
         jwt_ttl=args.jwt_ttl,
-    )
+    ))
 
 
 async def _serve(agent: DevAgent) -> int:

@@ -32,7 +32,7 @@ from harness import (
 )
 from util import leaf_serial, wait_for
 
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 pytestmark = pytest.mark.daemon
 
@@ -47,7 +47,7 @@ def tools() -> dict[str, str]:
 def container(tools):
     """A work directory laid out as the image's /srv/spiffe, and a dev-agent."""
     with daemon_workdir("container") as work, \
-            DevAgentThread(work / "agent.sock", dns_names=("localhost",)) as agent:
+            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=("localhost",))) as agent:
         for sub in ("certs", "www", "tmp"):
             (work / sub).mkdir()
         (work / "www" / "index.html").write_text("hello from nginx over a SPIFFE SVID\n")

@@ -34,7 +34,7 @@ from harness import (
 )
 from util import HelperProcess, leaf_serial, mode, wait_for
 
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 pytestmark = pytest.mark.daemon
 
@@ -78,7 +78,7 @@ def stack() -> Iterator[Stack]:
     require_root("mariadbd runs as the mysql user and the helper chgrps its key")
     bins = require_binaries("mariadbd", "mariadb-install-db", "mariadb", "mariadb-admin")
     with daemon_workdir("mariadb") as work, \
-            DevAgentThread(work / "agent.sock", dns_names=("localhost",)) as agent:
+            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=("localhost",))) as agent:
         port = free_port()
         # What examples/mariadb/README.md does, step by step.
         (work / "certs").mkdir()

@@ -31,7 +31,7 @@ from harness import (
 )
 from util import HelperProcess, leaf_serial, read_certs, wait_for
 
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 pytestmark = pytest.mark.daemon
 
@@ -63,7 +63,7 @@ class Stack:
 def stack() -> Iterator[Stack]:
     require_binaries("nginx")
     with daemon_workdir("nginx") as work, \
-            DevAgentThread(work / "agent.sock", dns_names=("localhost",)) as agent:
+            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=("localhost",))) as agent:
         port = free_port()
         # What examples/nginx/README.md does, step by step.
         for sub in ("certs", "www", "tmp"):

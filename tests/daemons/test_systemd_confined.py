@@ -32,7 +32,7 @@ from harness import (
 from unitfile import capabilities, setting
 from util import ROOT, HelperProcess, leaf_serial, mode, wait_for
 
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 pytestmark = pytest.mark.daemon
 
@@ -84,7 +84,7 @@ def nginx_stack() -> Iterator[tuple[Path, DevAgentThread, int, Confined]]:
     require_root("nginx's master runs as root with the drop-in's capabilities")
     require_binaries("nginx", "setpriv", "unshare")
     with daemon_workdir("nginx-confined") as work, \
-            DevAgentThread(work / "agent.sock", dns_names=("localhost",)) as agent:
+            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=("localhost",))) as agent:
         port = free_port()
         for sub in ("certs", "www", "tmp"):
             (work / sub).mkdir()

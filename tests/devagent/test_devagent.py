@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from helper._proto import workload_pb2, workload_pb2_grpc
-from helper.devagent import DevAgent, DevAgentThread, DevCA
+from helper.devagent import AgentOptions, DevAgent, DevAgentThread, DevCA
 from helper.devagent.ca import CLOCK_SKEW
 from helper.identity.jwks import JWTBundle, parse_jwt_bundles
 from helper.identity.jwt import validate_jwt_svid
@@ -217,7 +218,7 @@ def test_rotate_ca_bundles_both_roots_and_signs_with_the_new_one(stub: Stub) -> 
 def test_several_svids_carry_their_hints(tmp_path: Path) -> None:
     extra = [("spiffe://example.org/db", "db"), ("spiffe://example.org/web", "web")]
     with (
-        DevAgentThread(tmp_path / "a.sock", hint="default", svids=extra) as agent,
+        DevAgentThread(AgentOptions(tmp_path / "a.sock", hint="default", svids=extra)) as agent,
         grpc.insecure_channel(agent.address) as channel,
     ):
         response = next(open_stream(workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)))
@@ -231,7 +232,7 @@ def test_several_svids_carry_their_hints(tmp_path: Path) -> None:
 
 def test_intermediate_is_sent_in_the_chain(tmp_path: Path) -> None:
     with (
-        DevAgentThread(tmp_path / "a.sock", intermediate=True) as agent,
+        DevAgentThread(AgentOptions(tmp_path / "a.sock", intermediate=True)) as agent,
         grpc.insecure_channel(agent.address) as channel,
     ):
         svid = next(open_stream(workload_pb2_grpc.SpiffeWorkloadAPIStub(channel))).svids[0]
@@ -242,7 +243,7 @@ def test_intermediate_is_sent_in_the_chain(tmp_path: Path) -> None:
 
 def test_federated_bundles_follow_set_federated(tmp_path: Path) -> None:
     with (
-        DevAgentThread(tmp_path / "a.sock", federate=["one.org", "two.org"]) as agent,
+        DevAgentThread(AgentOptions(tmp_path / "a.sock", federate=["one.org", "two.org"])) as agent,
         grpc.insecure_channel(agent.address) as channel,
     ):
         client = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
@@ -305,8 +306,8 @@ def jwt_bundles_by_td(response: workload_pb2.JWTBundlesResponse) -> dict[str, JW
 def test_jwt_svid_per_identity_with_hints_verifies_with_the_streamed_bundle(
         tmp_path: Path) -> None:
     with (
-        DevAgentThread(tmp_path / "a.sock", svids=[("spiffe://example.org/db", "db")],
-                       jwt_ttl=120) as agent,
+        DevAgentThread(AgentOptions(tmp_path / "a.sock", svids=[("spiffe://example.org/db", "db")],
+                                    jwt_ttl=120)) as agent,
         grpc.insecure_channel(agent.address) as channel,
     ):
         client = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
@@ -447,9 +448,37 @@ def test_wait_streams_counts_open_streams_and_is_bounded(stub: Stub) -> None:
         stream.cancel()
 
 
+def test_thread_runs_every_call_on_the_agents_loop(stub: Stub) -> None:
+    agent, client = stub
+    assert agent.call(lambda _: threading.current_thread().name) == "dev-agent"
+    stream = open_stream(client)
+    first = next(stream)
+    agent.wait(lambda a: a.wait_streams(1, CALL_TIMEOUT), CALL_TIMEOUT)
+    times = agent.push_times  # a copy: it does not grow with the next push
+    pushed = agent.publish(DevAgent.rotate)
+    assert next(stream) == pushed != first
+    assert (len(times), agent.push_count, agent.call(lambda a: a.push_count)) == (1, 2, 2)
+    with pytest.raises(TimeoutError):
+        agent.wait(lambda a: a.wait_streams(2, 0.05), 0.05)
+    stream.cancel()
+
+
+def test_thread_takes_an_agent_or_its_options(tmp_path: Path) -> None:
+    options = AgentOptions(tmp_path / "a.sock", federate=["one.org"], dns_names=["localhost"])
+    assert (options.federate, options.dns_names, options.svids) == (("one.org",),
+                                                                    ("localhost",), ())
+    made = DevAgent(options)
+    with DevAgentThread(made) as agent:
+        assert agent.agent is made
+        assert agent.address == f"unix://{tmp_path / 'a.sock'}"
+        assert list(agent.federated_cas) == ["one.org"]
+    with DevAgentThread(options) as agent:
+        assert agent.agent.options is options
+
+
 def test_rotate_every_pushes_on_its_own(tmp_path: Path) -> None:
     with (
-        DevAgentThread(tmp_path / "a.sock", rotate_every=0.05) as agent,
+        DevAgentThread(AgentOptions(tmp_path / "a.sock", rotate_every=0.05)) as agent,
         grpc.insecure_channel(agent.address) as channel,
     ):
         stream = open_stream(workload_pb2_grpc.SpiffeWorkloadAPIStub(channel))
@@ -481,7 +510,7 @@ def test_start_refuses_to_remove_a_regular_file(tmp_path: Path) -> None:
 
 def test_async_agent_with_an_aio_client(tmp_path: Path) -> None:
     async def scenario() -> tuple[int, int]:
-        agent = DevAgent(tmp_path / "a.sock", trust_domain="dev.test")
+        agent = DevAgent(AgentOptions(tmp_path / "a.sock", trust_domain="dev.test"))
         await agent.start()
         try:
             async with grpc.aio.insecure_channel(agent.address) as channel:

@@ -11,12 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from helper._proto import workload_pb2
 from helper.errors import Refused
-from helper.identity.x509 import (
-    is_pkcs8,
-    select_svid,
-    split_der_sequences,
-    validate_x509_response,
-)
+from helper.identity.der import is_pkcs8, split_der_sequences
+from helper.identity.x509 import select_svid, validate_x509_response
 
 TD = "example.org"
 

@@ -36,7 +36,7 @@ from util import (
 from helper._proto import workload_pb2
 from helper.app import Helper
 from helper.config import Config
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 CONF = """\
 agent_address = "{socket}"
@@ -489,8 +489,8 @@ def test_watch_config_picks_up_edits_without_a_signal(tmp_path, agent, certs):
 
 def test_a_new_agent_address_reconnects_to_the_new_agent(tmp_path, agent, certs):
     setup = Setup(tmp_path, agent, certs)
-    with DevAgentThread(str(tmp_path / "agent2" / "api.sock"),
-                        spiffe_id="spiffe://example.org/moved") as other, \
+    with DevAgentThread(AgentOptions(str(tmp_path / "agent2" / "api.sock"),
+                                     spiffe_id="spiffe://example.org/moved")) as other, \
             start(setup, tmp_path) as helper:
         wait_for(lambda: leaf_serial(certs / "svid.pem"), what="first write")
         setup.write(socket_path=other.socket_path)

@@ -36,7 +36,7 @@ from util import HelperProcess, mode, read_certs, run_helper, wait_for
 
 from helper import app, config
 from helper._proto import workload_pb2
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 from helper.devagent.jws import sign_jws
 from helper.identity.snapshot import X509Snapshot
 from helper.ops.status import FAILED, WRITTEN
@@ -53,7 +53,7 @@ def certs(tmp_path: Path) -> Path:
 
 
 def agent_at(tmp_path: Path, **options: Any) -> DevAgentThread:
-    return DevAgentThread(str(tmp_path / "agent" / "api.sock"), **options)
+    return DevAgentThread(AgentOptions(str(tmp_path / "agent" / "api.sock"), **options))
 
 
 def write_conf(tmp_path: Path, agent: DevAgentThread, certs: Path, body: str,

@@ -14,7 +14,7 @@ from relutil import health_block, metric_samples, write_conf
 from util import HelperProcess, free_port, leaf_serial, wait_for
 
 from helper._proto import workload_pb2
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 from helper.identity.x509 import validate_x509_response
 from helper.outputs.formats import trust_bundle_file_name
 
@@ -45,7 +45,8 @@ def test_a_malformed_federated_bundle_is_dropped_and_the_rest_kept():
 
 
 def test_a_bad_federated_bundle_does_not_stop_the_own_rotation(tmp_path: Path, certs: Path):
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock"), federate=["other.org"]) as agent:
+    options = AgentOptions(str(tmp_path / "agent" / "api.sock"), federate=["other.org"])
+    with DevAgentThread(options) as agent:
         port = free_port()
         folder = certs / "creds"
         folder.mkdir()

@@ -24,7 +24,7 @@ from relutil import (
 from util import HelperProcess, free_port, wait_for
 
 from helper._proto import workload_pb2
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 from helper.identity import x509 as validate
 
 HINT = "main"
@@ -119,7 +119,7 @@ def log_agrees_with_metrics(helper: HelperProcess, port: int) -> dict[str, int]:
 
 def test_every_malformed_message_is_refused_counted_and_the_files_and_stream_stay(
         tmp_path: Path, certs: Path) -> None:
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock"), hint=HINT) as agent:
+    with DevAgentThread(AgentOptions(str(tmp_path / "agent" / "api.sock"), hint=HINT)) as agent:
         port = free_port()
         conf = write_conf(tmp_path, agent.socket_path, certs,
                           f'hint = "{HINT}"\n' + health_block(port))

@@ -9,7 +9,7 @@ import pytest
 from grpclib.const import Status
 
 from helper._proto import workload_pb2
-from helper.devagent import DevAgent
+from helper.devagent import AgentOptions, DevAgent
 from helper.workload import client as workload
 from helper.workload.address import parse_address
 from helper.workload.backoff import Backoff
@@ -193,7 +193,7 @@ NOT_PROTOBUF = {
 
 def test_tcp_addresses_reach_the_agent(tmp_path):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"), tcp_port=0)
+        agent = DevAgent(AgentOptions(str(tmp_path / "a.sock"), tcp_port=0))
         await agent.start()
         try:
             async with WorkloadClient(parse_address(f"tcp://127.0.0.1:{agent.tcp_port}")) as c:
@@ -234,8 +234,8 @@ def test_trailers_only_errors_keep_their_code_and_details(tmp_path):
 def test_a_large_federation_fits_the_message_size_cap(tmp_path):
     """1000 federated bundles (about 0.7 MiB) arrive; the cap (16 MiB) is far above it."""
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"), federate=[f"td{i}.example" for i in
-                                                            range(1000)])
+        agent = DevAgent(AgentOptions(str(tmp_path / "a.sock"),
+                                      federate=[f"td{i}.example" for i in range(1000)]))
         await agent.start()
         try:
             async with WorkloadClient(parse_address(agent.address)) as client:
