@@ -289,10 +289,10 @@ def _demo_parser() -> argparse.ArgumentParser:
 
 
 def cmd_demo(argv: Sequence[str]) -> int:
-    from helper import demo
+    from helper import app, demo
 
     args, _ = goflag.parse(_demo_parser(), argv)
-    return demo.run_from_args(args)
+    return demo.run_from_args(args, app.serve)
 
 
 def status_url(base: str) -> str:

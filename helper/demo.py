@@ -14,15 +14,16 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from helper import app, config
+from helper import config
+from helper.features import Feature
 from helper.identity.snapshot import X509Snapshot
 from helper.ops import logs
-from helper.ops.status import Status
+from helper.ops.status import UNWRITTEN, Status
 
 if TYPE_CHECKING:
     from helper.devagent import DevAgent
@@ -33,6 +34,29 @@ FILES = {"svid_file_name": "svid.pem", "svid_key_file_name": "svid_key.pem",
 JWT_AUDIENCE = "demo-audience"
 JWT_FILES = {"jwt_svid_file_name": "jwt_svid.token", "jwt_bundle_file_name": "jwt_bundle.json"}
 STEP_TIMEOUT = 15.0
+
+
+class Serve(Protocol):
+    """helper.app.serve, which helper.cli hands over (only the CLI imports the core)."""
+
+    def __call__(self, cfg: config.Config, *, features: Sequence[Feature] = (),
+                 status: Status | None = None,
+                 stop: asyncio.Event | None = None) -> Coroutine[Any, Any, int]: ...
+
+
+class Watch(Feature):
+    """What the demo shows: each X.509 write, and when every file is on disk."""
+
+    def __init__(self) -> None:
+        self.writes: asyncio.Queue[X509Snapshot] = asyncio.Queue()
+        self.all_written = asyncio.Event()
+
+    async def written(self, pipeline: str, snapshot: X509Snapshot,
+                      changed: Sequence[Path]) -> None:
+        self.writes.put_nowait(snapshot)
+
+    async def ready(self) -> None:
+        self.all_written.set()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "error (default warn)")
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace, serve: Serve) -> int:
     logs.setup(args.log_level)
-    return asyncio.run(run_demo(args.dir, rotations=args.rotations, ttl=args.ttl))
+    return asyncio.run(run_demo(args.dir, serve, rotations=args.rotations, ttl=args.ttl))
 
 
 def _describe_jwt(cfg: config.Config, status: Status, out: Callable[[str], None]) -> None:
@@ -122,7 +146,7 @@ def _describe_rotation(n: int, before: OnDisk, after: OnDisk, svid_name: str, ke
         f"{before.key[:16]}... -> {after.key[:16]}...")
 
 
-async def run_demo(directory: Path, *, rotations: int = 2, ttl: float = 3600.0,
+async def run_demo(directory: Path, serve: Serve, *, rotations: int = 2, ttl: float = 3600.0,
                    out: Callable[[str], None] = print) -> int:
     from helper.devagent import AgentOptions, DevAgent
 
@@ -131,12 +155,12 @@ async def run_demo(directory: Path, *, rotations: int = 2, ttl: float = 3600.0,
         agent = DevAgent(AgentOptions(os.path.join(tmp, "agent.sock"), spiffe_id=DEMO_ID, ttl=ttl))
         await agent.start()
         try:
-            return await _demo_against(agent, directory, rotations, out)
+            return await _demo_against(agent, directory, serve, rotations, out)
         finally:
             await agent.stop()
 
 
-async def _demo_against(agent: DevAgent, directory: Path, rotations: int,
+async def _demo_against(agent: DevAgent, directory: Path, serve: Serve, rotations: int,
                         out: Callable[[str], None]) -> int:
     cfg = config.from_mapping({
         "agent_address": agent.address, "cert_dir": str(directory), **FILES,
@@ -144,19 +168,14 @@ async def _demo_against(agent: DevAgent, directory: Path, rotations: int,
         "jwt_svids": [{"jwt_audience": JWT_AUDIENCE,
                        "jwt_svid_file_name": JWT_FILES["jwt_svid_file_name"]}],
     }, source="<demo>")
-    written: asyncio.Queue[X509Snapshot] = asyncio.Queue()
-
-    async def on_write(snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
-        written.put_nowait(snapshot)
-
+    watch = Watch()
+    status = Status(x509_write_status=UNWRITTEN)  # the demo writes X.509 files
     out(f"dev-agent: serving {agent.address} (trust domain {agent.trust_domain})")
     stop = asyncio.Event()
-    running = app.build(cfg, stop=stop)
-    running.write_hooks.append(on_write)
-    helper = asyncio.create_task(running.run())
+    running = asyncio.create_task(serve(cfg, features=(watch,), status=status, stop=stop))
     try:
-        snapshot = await asyncio.wait_for(written.get(), STEP_TIMEOUT)
-        await asyncio.wait_for(running.ready.wait(), STEP_TIMEOUT)  # JWT files too
+        snapshot = await asyncio.wait_for(watch.writes.get(), STEP_TIMEOUT)
+        await asyncio.wait_for(watch.all_written.wait(), STEP_TIMEOUT)  # JWT files too
         out(f"identity:   {snapshot.default.spiffe_id}")
         current = OnDisk.read(cfg)
         out("first SVID on disk:")
@@ -164,13 +183,13 @@ async def _demo_against(agent: DevAgent, directory: Path, rotations: int,
             out(f"  {line}")
         out("files:")
         _describe_files(cfg, out)
-        _describe_jwt(cfg, running.status, out)
+        _describe_jwt(cfg, status, out)
         svid_path = cfg.output_path(FILES["svid_file_name"])
         key_name = FILES["svid_key_file_name"]
         for n in range(1, rotations + 1):
             before = current
             agent.rotate()
-            await asyncio.wait_for(written.get(), STEP_TIMEOUT)
+            await asyncio.wait_for(watch.writes.get(), STEP_TIMEOUT)
             current = OnDisk.read(cfg)
             _describe_rotation(n, before, current, svid_path.name, key_name, out)
         out("files after the rotations:")
@@ -182,6 +201,6 @@ async def _demo_against(agent: DevAgent, directory: Path, rotations: int,
         return 1
     finally:
         stop.set()
-        code = await helper
+        code = await running
     out(f"done: {rotations} rotation(s) written atomically; files left in {directory}/")
     return code

@@ -22,7 +22,8 @@ NOT_ON_THE_ONE_SHOT_PATH = ("watchdog", "psutil", "http.server", "helper.devagen
                             "hypothesis", "tomllib", "grpc",
                             # daemon-only features (helper/app.py `build`)
                             "helper.supervise.supervisor", "helper.supervise.reaper",
-                            "helper.ops.health", "helper.ops.metrics", "helper.config.reconfigure",
+                            "helper.ops.health", "helper.ops.metrics", "helper.config.watch",
+                            "helper.config.reload_plan",
                             "helper.ops.sdnotify", "helper.ops.expiry", "ctypes",
                             # JWT code: only for a config that fetches JWTs
                             "helper.outputs.jwt_pipeline", "helper.identity.jwt",

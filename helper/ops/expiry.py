@@ -12,13 +12,11 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from helper.features import Feature
 from helper.identity.snapshot import X509Snapshot
 from helper.identity.x509 import NEAR_EXPIRY_FRACTION
-
-if TYPE_CHECKING:
-    from helper.app import Helper
+from helper.ops.status import Status
 
 log = logging.getLogger("spiffe_helper.expiry")
 
@@ -32,11 +30,12 @@ def delay_until(moment: datetime, now: datetime) -> float:
     return (moment - now).total_seconds()
 
 
-class ExpiryWatch:
-    """The two timers for the SVID on disk."""
+class ExpiryWatch(Feature):
+    """The two timers for the SVID on disk (`status` says which): a feature, reset at
+    every write, cancelled at shutdown."""
 
-    def __init__(self, helper: Helper) -> None:
-        self.helper = helper
+    def __init__(self, status: Status) -> None:
+        self.status = status
         self._timers: list[asyncio.TimerHandle] = []
 
     def cancel(self) -> None:
@@ -44,9 +43,10 @@ class ExpiryWatch:
             timer.cancel()
         self._timers.clear()
 
-    async def on_write(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
+    async def written(self, pipeline: str, snapshot: X509Snapshot,
+                      changed: Sequence[Path]) -> None:
         self.cancel()
-        status = self.helper.status
+        status = self.status
         if status.x509_not_before is None or status.x509_expiry is None:
             return
         loop = asyncio.get_running_loop()
@@ -59,12 +59,12 @@ class ExpiryWatch:
         self._timers.append(loop.call_later(expire_in, self._expired, status.x509_serial))
 
     def _still_current(self, serial: int | None) -> bool:
-        return self.helper.status.x509_serial == serial
+        return self.status.x509_serial == serial
 
     def _warn(self, serial: int | None) -> None:
         if not self._still_current(serial):
             return
-        status = self.helper.status
+        status = self.status
         assert status.x509_expiry is not None
         left = delay_until(status.x509_expiry, datetime.now(timezone.utc))
         last = f"; last Workload API error: {status.last_error}" if status.last_error else ""
@@ -76,19 +76,12 @@ class ExpiryWatch:
     def _expired(self, serial: int | None) -> None:
         if not self._still_current(serial):
             return
-        status = self.helper.status
+        status = self.status
         assert status.x509_expiry is not None
         log.error("X.509-SVID %s (serial %x) expired at %s and no renewal arrived; the files "
                   "on disk hold an expired certificate and readiness reports Service "
                   "Unavailable", status.spiffe_id, serial or 0, status.x509_expiry.isoformat())
 
-    async def on_shutdown(self, code: int) -> int:
+    async def shutdown(self, code: int) -> int:
         self.cancel()
         return code
-
-
-def attach(helper: Helper) -> ExpiryWatch:
-    watch = ExpiryWatch(helper)
-    helper.write_hooks.append(watch.on_write)
-    helper.shutdown_hooks.append(watch.on_shutdown)
-    return watch

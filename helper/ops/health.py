@@ -28,16 +28,14 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from helper.config import Config, HealthChecks
+from helper.features import Feature
 from helper.ops import metrics
 from helper.ops import status_report as statusview
 from helper.ops.status import Status
-
-if TYPE_CHECKING:
-    from helper.app import Helper
 
 log = logging.getLogger("spiffe_helper.health")
 
@@ -183,11 +181,16 @@ def _bind_key(cfg: Config) -> tuple[bool, str, int]:
     return checks.listener_enabled, checks.bind_address, checks.bind_port
 
 
-class HealthServer:
-    """Serves the checks for `helper` while `listener_enabled`; rebinds on a reload."""
+class HealthServer(Feature):
+    """Serves the checks from `status` while `listener_enabled`; rebinds on a reload.
 
-    def __init__(self, helper: Helper) -> None:
-        self.helper = helper
+    A feature (helper.features): `serve` listens until the helper stops, `reconfigure`
+    takes a new config. Only in daemon mode (the Go tool serves them only there).
+    """
+
+    def __init__(self, cfg: Config, status: Status) -> None:
+        self.cfg = cfg
+        self.status = status
         self.server: asyncio.Server | None = None
         # connections still reading their request, oldest first
         self._waiting: dict[asyncio.StreamWriter, None] = {}
@@ -205,7 +208,7 @@ class HealthServer:
         return port
 
     async def start(self) -> None:
-        checks = self.helper.cfg.health_checks
+        checks = self.cfg.health_checks
         if not checks.listener_enabled or self.server is not None:
             return
         where = f"{checks.bind_address or '*'}:{checks.bind_port}"
@@ -240,6 +243,7 @@ class HealthServer:
 
     async def reconfigure(self, old: Config, new: Config) -> None:
         """Listen where the new config says (paths need nothing: each request reads them)."""
+        self.cfg = new
         if _bind_key(old) == _bind_key(new):
             return
         await self.stop()
@@ -272,9 +276,9 @@ class HealthServer:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
             self._waiting.pop(writer, None)  # answered now, never dropped for a newcomer
             method, path = parse_request_head(head)
-            response = respond(method, path, checks=self.helper.cfg.health_checks,
-                               status=self.helper.status, now=datetime.now(timezone.utc),
-                               config_file=self.helper.cfg.source)
+            response = respond(method, path, checks=self.cfg.health_checks,
+                               status=self.status, now=datetime.now(timezone.utc),
+                               config_file=self.cfg.source)
         except asyncio.LimitOverrunError:
             path, response = "?", Response(431, TEXT_TYPE, b"request head too large\n")
         except BadRequest as exc:
@@ -289,13 +293,3 @@ def _printable(text: str, limit: int = 100) -> str:
     """A client-chosen path made safe for one log line."""
     safe = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
     return safe + ("..." if len(text) > limit else "")
-
-
-def attach(helper: Helper) -> HealthServer | None:
-    """Serve the health checks in daemon mode (the Go tool serves them only there)."""
-    if not helper.cfg.daemon_mode:
-        return None
-    server = HealthServer(helper)
-    helper.services.append(server.serve)
-    helper.reconfigure_hooks.append(server.reconfigure)
-    return server

@@ -1,15 +1,15 @@
 """systemd's notification protocol without libsystemd: datagrams to $NOTIFY_SOCKET.
 
 - ``STATUS=`` with the SPIFFE ID and expiry after every write that changed files;
-- ``READY=1`` once, after the first complete write (and the child's start: `attach` runs
-  after every other feature, so its ready hook runs last);
+- ``READY=1`` once, after the first complete write (and the child's start: this feature
+  comes last in the core's feature tuple, so its ``ready`` phase runs last);
 - ``RELOADING=1`` with ``MONOTONIC_USEC=`` when a config reload starts, ``READY=1`` when
   it is over (only once the helper has been ready: a reload must not announce readiness
   before the files exist);
 - ``WATCHDOG=1`` every ``WATCHDOG_USEC``/2 while the Workload API stream is healthy
   (``Status.stream_healthy``): with the agent gone for longer than ``WatchdogSec``,
   systemd restarts the helper;
-- ``STOPPING=1`` on the way out.
+- ``STOPPING=1`` on the way out (its ``shutdown`` phase runs first).
 
 Without ``NOTIFY_SOCKET`` nothing is sent. Sends never block: the socket is non-blocking
 and a datagram that cannot be sent at once is dropped (with a debug line). The variables
@@ -26,12 +26,10 @@ import socket
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from helper.features import Feature
 from helper.identity.snapshot import X509Snapshot
-
-if TYPE_CHECKING:
-    from helper.app import Helper
+from helper.ops.status import Status
 
 log = logging.getLogger("spiffe_helper.sdnotify")
 
@@ -89,40 +87,46 @@ class Notifier:
         self._socket.close()
 
 
-class SystemdNotify:
-    """The notifications of one helper run."""
+class SystemdNotify(Feature):
+    """The notifications of one helper run (a feature, from `status`)."""
 
-    def __init__(self, helper: Helper, notifier: Notifier, watchdog: float | None) -> None:
-        self.helper = helper
+    def __init__(self, status: Status, notifier: Notifier, watchdog: float | None) -> None:
+        self.status = status
         self.notifier = notifier
         self.watchdog = watchdog
+        self.is_ready = False  # READY=1 was sent
 
     def _status(self) -> str:
-        status = self.helper.status
+        status = self.status
         expiry = status.x509_expiry.isoformat() if status.x509_expiry else "unknown"
         return "STATUS=" + status_text(status.spiffe_id, status.x509_serial, expiry)
 
-    async def on_write(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
-        if changed or not self.helper.ready.is_set():
+    async def written(self, pipeline: str, snapshot: X509Snapshot,
+                      changed: Sequence[Path]) -> None:
+        if changed or not self.is_ready:
             self.notifier.send(self._status())
 
-    async def on_ready(self) -> None:
+    async def ready(self) -> None:
+        self.is_ready = True
         self.notifier.send("READY=1", self._status())
         log.info("told systemd READY=1 (%s)", self.notifier_target())
 
-    async def on_reload(self, phase: str) -> None:
-        if not self.helper.ready.is_set():
-            return
-        if phase == "start":
+    async def reloading(self) -> None:
+        if self.is_ready:  # a reload must not announce readiness before the files exist
             self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}",
                                "STATUS=reloading the configuration")
-        else:
+
+    async def reloaded(self) -> None:
+        if self.is_ready:
             self.notifier.send("READY=1", self._status())
 
-    async def on_shutdown(self, code: int) -> int:
+    async def shutdown(self, code: int) -> int:
         self.notifier.send("STOPPING=1", f"STATUS=stopping (exit code {code})")
         self.notifier.close()
         return code
+
+    async def serve(self) -> int | None:
+        return None if self.watchdog is None else await self.ping_watchdog()
 
     async def ping_watchdog(self) -> int | None:
         """WATCHDOG=1 every half period while the Workload API stream is healthy."""
@@ -132,8 +136,8 @@ class SystemdNotify:
         was_healthy = True
         while True:
             await asyncio.sleep(self.watchdog)
-            status = self.helper.status
-            healthy = status.stream_healthy or not self.helper.ready.is_set()
+            status = self.status
+            healthy = status.stream_healthy or not self.is_ready
             if healthy and not was_healthy:
                 log.info("systemd watchdog: Workload API stream healthy again; pinging")
                 self.notifier.send(self._status())
@@ -152,8 +156,10 @@ class SystemdNotify:
         return "@" + address[1:] if address.startswith("\0") else address
 
 
-def attach(helper: Helper, environ: MutableMapping[str, str] | None = None) -> SystemdNotify | None:
-    """Speak sd_notify when $NOTIFY_SOCKET is set. Attach after every other feature."""
+def create(status: Status,
+           environ: MutableMapping[str, str] | None = None) -> SystemdNotify | None:
+    """Speak sd_notify when $NOTIFY_SOCKET is set (the variables are removed from
+    `environ`, default os.environ). Put it after every other feature."""
     env = os.environ if environ is None else environ
     raw = env.get("NOTIFY_SOCKET", "")
     watchdog = watchdog_interval(env, os.getpid())
@@ -165,11 +171,4 @@ def attach(helper: Helper, environ: MutableMapping[str, str] | None = None) -> S
     if address is None:
         log.warning("NOTIFY_SOCKET=%s is not a socket path or @name; not notifying systemd", raw)
         return None
-    notify = SystemdNotify(helper, Notifier(address), watchdog)
-    helper.write_hooks.append(notify.on_write)
-    helper.ready_hooks.append(notify.on_ready)
-    helper.reload_hooks.append(notify.on_reload)
-    helper.shutdown_hooks.append(notify.on_shutdown)
-    if watchdog is not None:
-        helper.services.append(notify.ping_watchdog)
-    return notify
+    return SystemdNotify(status, Notifier(address), watchdog)

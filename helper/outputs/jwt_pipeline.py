@@ -1,6 +1,7 @@
 """JWT-SVIDs and JWT bundles: Workload API in, validated files on disk out.
 
-One `JWTOutputs` per helper (attached when `jwt_svids` or `jwt_bundle_file_name` is set):
+One `JWTOutputs` per helper, a pipeline (helper.features.Pipeline) the core creates when
+`jwt_svids` or `jwt_bundle_file_name` is set, as it creates the X.509 one:
 
 - the FetchJWTBundles stream is watched (re-opened and retried as the X.509 stream is);
   every message is validated (`helper.identity.jwks`), kept in memory to validate JWT-SVIDs, and
@@ -13,7 +14,7 @@ One `JWTOutputs` per helper (attached when `jwt_svids` or `jwt_bundle_file_name`
   renewal succeeds, the file is removed and its write status becomes "failed" (health goes
   bad): an expired token is never left looking valid.
 
-JWT writes do not run the change hooks (the Go helper does not signal the child for them
+JWT writes are not reported to the features (the Go helper does not signal the child for them
 either: a token refresh every few minutes must not reload a daemon).
 """
 
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from helper._proto import workload_pb2
 from helper.config import Config, JWTSVIDConfig
 from helper.errors import Refused, WriteError
+from helper.features import PipelineEvents
 from helper.identity.jwks import JWTBundle, parse_jwt_bundles
 from helper.identity.jwt import JWTSVID, select_jwt_svid, unverified_expiry, validate_jwt_svid
 from helper.identity.spiffeid import shown
@@ -40,9 +41,6 @@ from helper.outputs.writer import AtomicWriter, read_regular
 from helper.tasks import run_all, run_until_first
 from helper.workload.backoff import Backoff, workload_api_backoff
 from helper.workload.client import RefusedMessage, WorkloadAPIError, WorkloadClient, watch
-
-if TYPE_CHECKING:
-    from helper.app import Helper
 
 log = logging.getLogger("spiffe_helper.jwt")
 
@@ -65,34 +63,18 @@ def refresh_delay(expiry: datetime, now: datetime) -> float:
     return max(0.0, min(remaining / 2 + 1.0, remaining * 0.75, MAX_REFRESH_DELAY))
 
 
-def attach(helper: Helper) -> JWTOutputs:
-    outputs = JWTOutputs(helper.cfg, helper.writer, helper.status,
-                         on_first_write=lambda: helper.pipeline_written(PIPELINE))
-    helper.pipelines[PIPELINE] = outputs.run
-
-    async def reconfigure(old: Config, new: Config) -> None:
-        if new.needs_jwt:
-            await outputs.reconfigure(new)
-            return
-        # a reload turned the JWT outputs off: stop them and remove what they wrote
-        helper.reconfigure_hooks.remove(reconfigure)
-        helper.pipelines.pop(PIPELINE, None)
-        helper.request_reconnect()
-        await outputs.retire()
-
-    helper.reconfigure_hooks.append(reconfigure)
-    return outputs
-
-
 class JWTOutputs:
     """The JWT bundle watcher and one `JWTSVIDFetcher` per `jwt_svids` entry."""
 
-    def __init__(self, cfg: Config, writer: AtomicWriter, status: Status, *,
-                 on_first_write: Callable[[], Awaitable[None]] | None = None) -> None:
+    name = PIPELINE
+
+    def __init__(self, cfg: Config, writer: AtomicWriter, status: Status,
+                 events: PipelineEvents) -> None:
         self.cfg = cfg
         self.writer = writer
         self.status = status
-        self.on_first_write = on_first_write
+        self.events = events
+        self._previous: Config | None = None  # the config before set_config, until rewrite
         self.bundles: dict[str, JWTBundle] | None = None
         self._bundles_ready: asyncio.Event | None = None
         self._bundle_file_done: asyncio.Event | None = None
@@ -111,11 +93,18 @@ class JWTOutputs:
 
     # --- a reload ---------------------------------------------------------------------
 
-    async def reconfigure(self, new: Config) -> None:
-        """Bring the JWT outputs in line with `new` at once: the bundle file and the kept
-        tokens written again (names, modes, owner), new entries fetched, the files of
-        removed entries removed."""
-        old_cfg, self.cfg = self.cfg, new
+    def set_config(self, cfg: Config) -> None:
+        """`cfg` in force; `rewrite` brings the outputs in line with it."""
+        if self._previous is None:
+            self._previous = self.cfg
+        self.cfg = cfg
+
+    async def rewrite(self) -> None:
+        """Bring the JWT outputs in line with the config in force at once: the bundle
+        file and the kept tokens written again (names, modes, owner), new entries
+        fetched, the files of removed entries removed."""
+        old_cfg, new = self._previous or self.cfg, self.cfg
+        self._previous = None
         bundle_path = new.output_path(new.jwt_bundle_file_name) \
             if new.jwt_bundle_file_name else None
         if bundle_path != self.bundle_path:
@@ -215,7 +204,7 @@ class JWTOutputs:
 
     # --- the pipeline -----------------------------------------------------------------
 
-    async def run(self, client: WorkloadClient, once: bool) -> None:
+    async def run(self, client: WorkloadClient, *, once: bool) -> None:
         """Watch bundles and keep every JWT-SVID fresh (once: until each is written)."""
         self._bundles_ready = asyncio.Event()
         self._bundle_file_done = asyncio.Event()
@@ -302,8 +291,8 @@ class JWTOutputs:
         if path not in self._unwritten:
             return
         self._unwritten.discard(path)
-        if not self._unwritten and self.on_first_write is not None:
-            await self.on_first_write()
+        if not self._unwritten:
+            await self.events.first_write()
 
 
 class JWTSVIDFetcher:

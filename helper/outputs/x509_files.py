@@ -14,7 +14,6 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from helper.config import Config, ConfigError, read_password_file
 from helper.errors import Refused, WriteError
@@ -36,20 +35,19 @@ from helper.outputs.formats import (
 from helper.outputs.pem import OutputFile, render_x509
 from helper.outputs.writer import read_regular
 
-if TYPE_CHECKING:
-    from helper.app import Helper
-
 log = logging.getLogger("spiffe_helper.outputs")
 
 CREDENTIAL_FOLDER_ENV = "SPIFFE_CREDENTIAL_FOLDER"
 MAX_SEED_BYTES = 4 << 20
 
 
-def attach(helper: Helper) -> None:
-    """Export the credential folder to the processes the helper starts."""
-    if helper.cfg.credential_folder:
-        folder = helper.cfg.output_path(helper.cfg.credential_folder)
-        helper.child_env[CREDENTIAL_FOLDER_ENV] = os.path.abspath(folder)
+def exported_environment(cfg: Config) -> dict[str, str]:
+    """What the processes the helper starts (cmd, reload_cmd) get in their environment:
+    the credential folder's path."""
+    if not cfg.credential_folder:
+        return {}
+    folder = cfg.output_path(cfg.credential_folder)
+    return {CREDENTIAL_FOLDER_ENV: os.path.abspath(folder)}
 
 
 def select_by_spiffe_id(snapshot: X509Snapshot, spiffe_id: str) -> X509SVID:

@@ -20,7 +20,7 @@ log = logging.getLogger("spiffe_helper")
 ReloadAction = Callable[[frozenset[str]], Awaitable[None]]
 
 
-class Reloader:
+class ReloadRunner:
     def __init__(self, action: ReloadAction, debounce: float) -> None:
         self.action = action
         self.debounce = debounce

@@ -1,25 +1,25 @@
 """The process supervisor: runs ``cmd`` next to the helper and keeps it on fresh files.
 
-``attach(helper)`` wires it into the helper (see helper/app.py):
+A feature (helper.features) at these phases of the core (helper/app.py):
 
-* first complete write (ready hook): start ``cmd`` (``cmd_args`` split as Go does);
-* each later write that changed files (change hook): one coalesced reload
+* ``ready`` (every file written once): start ``cmd`` (``cmd_args`` split as Go does);
+* ``changed`` (each later write that changed files): one coalesced reload
   (helper/supervise/reload_runner.py), per ``renew_action``: ``"signal"`` sends
   ``renew_signal`` to the running child, or starts it again when it has exited (Go's
   "reload command" pattern);
   ``"restart"`` stops it (``stop_signal``, ``stop_timeout``, then SIGKILL of its process
   group) and starts it on the new files. Then the ``pid_file_name`` process is signalled
   and ``reload_cmd`` runs (helper/supervise/external.py);
-* the child exits on its own (service): per ``on_cmd_exit``, ``"renew"`` waits for the next
+* the child exits on its own (``serve``): per ``on_cmd_exit``, ``"renew"`` waits for the next
   renewal, ``"exit"`` ends the helper with the child's status (exit N -> N, signal S ->
   128 + S), ``"restart"`` starts it again after a backoff (helper/supervise/restart_policy.py) and
   gives up after 10 crashes in 5 minutes, ending the helper with the last child's status
   (or 1 when that was 0);
-* SIGTERM/SIGINT (signal handlers): forwarded to the child, which gets ``stop_timeout``
+* SIGTERM/SIGINT (``signal``): forwarded to the child, which gets ``stop_timeout``
   seconds before its group is SIGKILLed; the helper then exits, with the child's status
   when ``on_cmd_exit = "exit"``, else 0. SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH and SIGHUP are
   forwarded and the helper carries on;
-* shutdown: the child is stopped with ``stop_signal``, then every remaining descendant
+* ``shutdown``: the child is stopped with ``stop_signal``, then every remaining descendant
   (daemonized grandchildren re-parented to the helper) is stopped too.
 
 A child that cannot be started counts as one that exited 127 (not found) or 126 (not
@@ -39,10 +39,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from signal import Signals
 
 from helper.config import Config
+from helper.features import Feature
 from helper.identity.snapshot import X509Snapshot
+from helper.ops.status import Status
 from helper.supervise.child import (
     Process,
     child_environment,
@@ -55,12 +57,9 @@ from helper.supervise.child import (
 from helper.supervise.cmdargs import split_cmd_args
 from helper.supervise.external import KILL_WAIT, run_reload_cmd, signal_pid_file, wait_exit
 from helper.supervise.reaper import Reaper, stop_descendants
-from helper.supervise.reload_runner import Reloader
+from helper.supervise.reload_runner import ReloadRunner
 from helper.supervise.restart_policy import RestartPolicy
 from helper.supervise.signals import STOP_SIGNALS
-
-if TYPE_CHECKING:
-    from helper.app import Helper
 
 log = logging.getLogger("spiffe_helper")
 
@@ -88,31 +87,27 @@ def wanted(cfg: Config) -> bool:
     return bool(cfg.cmd or cfg.pid_file_name or cfg.reload_cmd) or os.getpid() == 1
 
 
-def attach(helper: Helper, *, policy: RestartPolicy | None = None) -> Supervisor | None:
-    if not wanted(helper.cfg):
+def create(cfg: Config, status: Status, child_env: dict[str, str], *,
+           policy: RestartPolicy | None = None) -> Supervisor | None:
+    """The supervisor when `cfg` needs one. `child_env` is added to the environment of
+    every process it starts (cmd, reload_cmd)."""
+    if not wanted(cfg):
         return None
-    supervisor = Supervisor(helper, policy=policy)
-    helper.write_hooks.append(supervisor.on_write)
-    helper.ready_hooks.append(supervisor.on_ready)
-    helper.change_hooks.append(supervisor.on_change)
-    helper.services.append(supervisor.run)
-    if helper.cfg.cmd:
-        for sig in FORWARDED_SIGNALS:
-            helper.on_signal(sig, supervisor.on_signal)
-    helper.shutdown_hooks.append(supervisor.shutdown)
-    helper.reconfigure_hooks.append(supervisor.reconfigure)
-    return supervisor
+    return Supervisor(cfg, status, child_env, policy=policy)
 
 
-class Supervisor:
-    def __init__(self, helper: Helper, *, policy: RestartPolicy | None = None,
-                 reaper: Reaper | None = None) -> None:
-        self.helper = helper
-        self.cfg = helper.cfg
-        self.status = helper.status
+class Supervisor(Feature):
+    def __init__(self, cfg: Config, status: Status, child_env: dict[str, str], *,
+                 policy: RestartPolicy | None = None, reaper: Reaper | None = None) -> None:
+        self.cfg = cfg
+        self.status = status
+        self.child_env = child_env
+        # the signals forwarded to cmd (SIGTERM and SIGINT stop it)
+        self.signals = frozenset(FORWARDED_SIGNALS) if cfg.cmd else frozenset()
         self.policy = policy if policy is not None else RestartPolicy()
         self.reaper = reaper if reaper is not None else Reaper()
-        self.reloader = Reloader(self._reload, self.cfg.reload_debounce)
+        self.reloader = ReloadRunner(self._reload, self.cfg.reload_debounce)
+        self.is_ready = False  # the `ready` phase has run
         self.child: Process | None = None
         self.starts = 0
         self.stopping = False
@@ -122,13 +117,15 @@ class Supervisor:
         self._atexit_registered = False
         self._rerun_on_exit = False  # files changed while cmd ran and it was not told
 
-    # ----- hooks -----
+    # ----- phases -----
 
-    async def on_write(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
-        if not self.helper.ready.is_set():
+    async def written(self, pipeline: str, snapshot: X509Snapshot,
+                      changed: Sequence[Path]) -> None:
+        if not self.is_ready:
             self._first_write_changed = bool(changed)
 
-    async def on_ready(self) -> None:
+    async def ready(self) -> None:
+        self.is_ready = True
         self.reaper.start()
         if self.cfg.cmd:
             async with self._lock:
@@ -139,11 +136,12 @@ class Supervisor:
         if self._first_write_changed and self._external_parts():
             self.reloader.trigger({EXTERNAL})
 
-    async def on_change(self, snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
+    async def changed(self, pipeline: str, snapshot: X509Snapshot,
+                      changed: Sequence[Path]) -> None:
         parts = self._external_parts() | ({CHILD} if self.cfg.cmd else set())
         self.reloader.trigger(parts)
 
-    async def run(self) -> int | None:
+    async def serve(self) -> int | None:
         """Watch the child's exits and apply on_cmd_exit; an int ends the helper."""
         self.reaper.start()
         if not self.cfg.cmd:
@@ -182,7 +180,7 @@ class Supervisor:
                 if not self.stopping and (self.child is None or not self.child.alive):
                     self._start()
 
-    async def on_signal(self, sig: signal.Signals) -> int | None:
+    async def signal(self, sig: Signals) -> int | None:
         if sig in STOP_SIGNALS:
             return await self._terminate(sig)
         child = self.child
@@ -219,14 +217,14 @@ class Supervisor:
     # ----- the child -----
 
     @property
-    def _stop_signal(self) -> signal.Signals:
+    def _stop_signal(self) -> Signals:
         return signal.Signals[self.cfg.stop_signal]
 
     def _external_parts(self) -> set[str]:
         return {EXTERNAL} if (self.cfg.pid_file_name or self.cfg.reload_cmd) else set()
 
     def _environment(self) -> dict[str, str]:
-        return child_environment(os.environ, dict(self.cfg.cmd_env), self.helper.child_env)
+        return child_environment(os.environ, dict(self.cfg.cmd_env), self.child_env)
 
     def _start(self) -> bool:
         """Start cmd (the caller holds the lock). A failure is reported as an exit."""
@@ -275,7 +273,7 @@ class Supervisor:
         self._exits.put_nowait(ChildExit(exit_code(status), description, proc.started,
                                          proc.ended))
 
-    async def _stop(self, proc: Process, sig: signal.Signals) -> int:
+    async def _stop(self, proc: Process, sig: Signals) -> int:
         """Stop `proc` with `sig`; SIGKILL its group after stop_timeout. Its wait status.
 
         Whatever is left in its process group once it has exited gets `sig` too, and
@@ -298,7 +296,7 @@ class Supervisor:
         await self._clear_group(proc.pgid, sig, deadline)
         return status
 
-    async def _clear_group(self, pgid: int, sig: signal.Signals, deadline: float) -> None:
+    async def _clear_group(self, pgid: int, sig: Signals, deadline: float) -> None:
         if not group_exists(pgid):
             return
         log.info("processes of cmd's group %d are still running: sending %s", pgid, sig.name)
@@ -313,7 +311,7 @@ class Supervisor:
             while group_exists(pgid) and loop.time() < kill_deadline:
                 await asyncio.sleep(0.05)
 
-    async def _terminate(self, sig: signal.Signals) -> int | None:
+    async def _terminate(self, sig: Signals) -> int | None:
         """SIGTERM/SIGINT: forward to the child, wait for it, then let the helper end."""
         self.stopping = True
         await self.reloader.close()
@@ -331,7 +329,7 @@ class Supervisor:
         return None
 
     def _kill_at_exit(self) -> None:
-        """Last resort if the helper ends without its shutdown hooks (a crash)."""
+        """Last resort if the helper ends without its shutdown phase (a crash)."""
         child = self.child
         if child is not None and child.alive:
             with contextlib.suppress(ValueError):

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from helper.config import Config, HealthChecks, JWTSVIDConfig
-from helper.config.reconfigure import changed_keys, plan_reload
+from helper.config.reload_plan import changed_keys, plan_reload
 
 BASE = Config(source="/etc/spiffe-helper/helper.conf", agent_address="/run/agent.sock",
               svid_file_name="svid.pem", svid_key_file_name="key.pem",

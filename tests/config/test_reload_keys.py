@@ -16,7 +16,7 @@ import pytest
 from util import BASE_CONF, HelperProcess, leaf_serial, wait_for
 
 from helper.config import CONFIG_KEYS, Config, HealthChecks, JWTSVIDConfig, X509SVIDConfig
-from helper.config.reconfigure import (
+from helper.config.reload_plan import (
     CHILD,
     EFFECTS,
     JWT,

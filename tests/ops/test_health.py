@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from util import free_port
 
-from helper.app import Helper
+from helper.app import initial_status
 from helper.config import Config, HealthChecks
 from helper.ops.health import (
     MAX_REQUEST_HEAD,
@@ -122,9 +122,9 @@ def test_url_host_reaches_the_listener_locally(address, host):
 async def with_server(scenario, *, bind_address: str = "127.0.0.1"):
     cfg = Config(svid_file_name="s", svid_key_file_name="k", svid_bundle_file_name="b",
                  health_checks=HealthChecks(True, free_port(), bind_address=bind_address))
-    helper = Helper(cfg)
-    helper.status.x509_write_status = WRITTEN
-    server = HealthServer(helper)
+    status = initial_status(cfg)
+    status.x509_write_status = WRITTEN
+    server = HealthServer(cfg, status)
     server.read_timeout = 0.3
     await server.start()
     assert server.port == cfg.health_checks.bind_port
@@ -207,7 +207,7 @@ def test_a_port_in_use_is_logged_and_the_helper_goes_on(caplog):
         port = busy.getsockname()[1]
         cfg = Config(svid_file_name="s", svid_key_file_name="k", svid_bundle_file_name="b",
                      health_checks=HealthChecks(True, port, bind_address="127.0.0.1"))
-        server = HealthServer(Helper(cfg))
+        server = HealthServer(cfg, initial_status(cfg))
 
         async def start():
             await server.start()

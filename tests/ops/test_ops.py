@@ -33,8 +33,8 @@ from util import (
     wait_for,
 )
 
+from helper import app
 from helper._proto import workload_pb2
-from helper.app import Helper
 from helper.config import Config
 from helper.devagent import AgentOptions, DevAgentThread
 
@@ -248,7 +248,8 @@ def test_one_shot_imports_no_http_server_no_file_watcher(tmp_path, agent, certs)
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "helper.app" in imported
-    assert not {"watchdog", "helper.ops.health", "helper.ops.sdnotify", "helper.config.reconfigure",
+    assert not {"watchdog", "helper.ops.health", "helper.ops.sdnotify", "helper.config.watch",
+                "helper.config.reload_plan",
                 "http.server"} & imported
 
 
@@ -374,13 +375,13 @@ def test_notify_socket_is_not_passed_on_and_abstract_names_work(tmp_path, agent,
         receiver.close()
     environ = {"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000", "PATH": "/bin"}
 
-    helper = Helper(Config(svid_file_name="s", svid_key_file_name="k",
-                           svid_bundle_file_name="b"))
-    attached = sdnotify.attach(helper, environ)
-    assert attached is not None
+    core = app.build(Config(svid_file_name="s", svid_key_file_name="k",
+                            svid_bundle_file_name="b"), environ=environ)
+    attached = core.features[-1]  # sd_notify comes last (READY=1 after the others)
+    assert isinstance(attached, sdnotify.SystemdNotify)
     assert attached.watchdog == 0.0005
     assert environ == {"PATH": "/bin"}
-    assert attached.ping_watchdog in helper.services
+    assert attached in core.features  # its serve phase pings the watchdog
     attached.notifier.close()
 
 

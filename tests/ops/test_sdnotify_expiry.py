@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from helper.app import Helper
+from helper import app
 from helper.config import Config
 from helper.ops import sdnotify
 from helper.ops.expiry import ExpiryWatch, warning_time
+from helper.ops.status import Status
 
 CFG = Config(svid_file_name="s", svid_key_file_name="k", svid_bundle_file_name="b")
 
@@ -36,10 +37,10 @@ def test_watchdog_interval_is_half_of_watchdog_usec(environ, interval):
 
 
 def test_without_notify_socket_nothing_is_attached():
-    helper = Helper(CFG)
-    assert sdnotify.attach(helper, {"WATCHDOG_USEC": "1000"}) is None
-    assert helper.services == []
-    assert helper.ready_hooks == []
+    assert sdnotify.create(app.initial_status(CFG), {"WATCHDOG_USEC": "1000"}) is None
+    core = app.build(CFG, environ={"WATCHDOG_USEC": "1000"})
+    # nothing attached: no service (watchdog) and no ready phase (READY=1) of sd_notify
+    assert not [f for f in core.features if isinstance(f, sdnotify.SystemdNotify)]
 
 
 def test_status_text_names_identity_serial_and_expiry():
@@ -64,27 +65,27 @@ class Lines(logging.Handler):
         self.arrived.set()
 
 
-def set_leaf(helper: Helper, serial: int, not_before: datetime, not_after: datetime) -> None:
-    helper.status.spiffe_id = "spiffe://example.org/w"
-    helper.status.x509_serial = serial
-    helper.status.x509_not_before = not_before
-    helper.status.x509_expiry = not_after
+def set_leaf(status: Status, serial: int, not_before: datetime, not_after: datetime) -> None:
+    status.spiffe_id = "spiffe://example.org/w"
+    status.x509_serial = serial
+    status.x509_not_before = not_before
+    status.x509_expiry = not_after
 
 
 def test_the_next_write_cancels_the_timers_and_sets_new_ones():
     async def scenario():
-        helper = Helper(CFG)
-        watch = ExpiryWatch(helper)
+        status = app.initial_status(CFG)
+        watch = ExpiryWatch(status)
         now = datetime.now(timezone.utc)
-        set_leaf(helper, 1, now - timedelta(seconds=40), now + timedelta(seconds=20))
-        await watch.on_write(None, [])
+        set_leaf(status, 1, now - timedelta(seconds=40), now + timedelta(seconds=20))
+        await watch.written("x509", None, [])
         first = list(watch._timers)
         assert len(first) == 2  # the warning and the expiry
-        set_leaf(helper, 2, now, now + timedelta(hours=1))
-        await watch.on_write(None, [])
+        set_leaf(status, 2, now, now + timedelta(hours=1))
+        await watch.written("x509", None, [])
         assert all(t.cancelled() for t in first)
         assert len(watch._timers) == 2
-        await watch.on_shutdown(0)
+        await watch.shutdown(0)
         assert watch._timers == []
 
     asyncio.run(scenario())
@@ -96,15 +97,15 @@ def test_the_warning_fires_when_the_time_comes_and_no_update_came():
         logger = logging.getLogger("spiffe_helper.expiry")
         logger.addHandler(lines)
         try:
-            helper = Helper(CFG)
-            watch = ExpiryWatch(helper)
+            status = app.initial_status(CFG)
+            watch = ExpiryWatch(status)
             now = datetime.now(timezone.utc)
             # 6 s lifetime with 1.05 s left: the warning is due in 0.05 s
-            set_leaf(helper, 0xBEEF, now - timedelta(seconds=4.95), now + timedelta(seconds=1.05))
-            await watch.on_write(None, [])
+            set_leaf(status, 0xBEEF, now - timedelta(seconds=4.95), now + timedelta(seconds=1.05))
+            await watch.written("x509", None, [])
             assert lines.messages == []  # not at once
             await asyncio.wait_for(lines.arrived.wait(), 5)
-            await watch.on_shutdown(0)
+            await watch.shutdown(0)
         finally:
             logger.removeHandler(lines)
         return lines.messages

@@ -1,5 +1,5 @@
-"""Identity outputs end to end: the real CLI (or the real Helper in this process, where the
-test must see its status or hooks) against the real dev-agent on a real socket.
+"""Identity outputs end to end: the real CLI (or the real core in this process, where the
+test must see its status or phases) against the real dev-agent on a real socket.
 
 JWT-SVIDs and JWT bundles, federation across every bundle output, the new formats, owner
 and group, several identities from one stream.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import time
@@ -38,8 +39,10 @@ from helper import app, config
 from helper._proto import workload_pb2
 from helper.devagent import AgentOptions, DevAgentThread
 from helper.devagent.jws import sign_jws
+from helper.features import Feature
 from helper.identity.snapshot import X509Snapshot
 from helper.ops.status import FAILED, WRITTEN
+from helper.supervise.supervisor import Supervisor
 
 TD = "example.org"
 PARTNER = "partner.test"
@@ -179,7 +182,7 @@ def test_hostile_jwt_svids_from_the_agent_are_refused_with_the_rule_named(
             assert agent.jwt_calls == 3
 
 
-# --- in-process runs: the Helper's status and hooks are visible ---------------------------------
+# --- in-process runs: the core's status and phases are visible ---------------------------------
 
 
 async def in_thread(fn: Callable[[], Any]) -> Any:
@@ -191,16 +194,16 @@ async def in_thread(fn: Callable[[], Any]) -> Any:
 
 
 def run_in_process(cfg: config.Config,
-                   scenario: Callable[[app.Helper], Awaitable[None]]) -> int:
-    """Run the real Helper on this (main) thread's loop next to `scenario`; its exit code."""
+                   scenario: Callable[[app.Core], Awaitable[None]]) -> int:
+    """Run the real core on this (main) thread's loop next to `scenario`; its exit code."""
 
     async def main() -> int:
-        helper = app.build(cfg)
-        task = asyncio.create_task(helper.run())
+        core = app.build(cfg)
+        task = asyncio.create_task(core.run())
         try:
-            await asyncio.wait_for(scenario(helper), 50)
+            await asyncio.wait_for(scenario(core), 50)
         finally:
-            helper.stop.set()
+            core.stop.set()
         return await asyncio.wait_for(task, 10)
 
     return asyncio.run(main())
@@ -218,23 +221,23 @@ def test_expired_jwt_is_removed_when_renewal_fails_and_health_goes_bad(
         token_path = certs / "db.token"
         key = str(token_path)
 
-        async def scenario(helper: app.Helper) -> None:
+        async def scenario(core: app.Core) -> None:
             await in_thread(lambda: wait_for(
-                lambda: helper.status.jwt_write_status.get(key) == WRITTEN, what="first token"))
-            assert helper.status.live()
-            assert helper.status.ready()
+                lambda: core.status.jwt_write_status.get(key) == WRITTEN, what="first token"))
+            assert core.status.live()
+            assert core.status.ready()
             await in_thread(lambda: agent.fail_jwt_svids(grpc.StatusCode.UNAVAILABLE))
             await in_thread(lambda: wait_for(lambda: not token_path.exists(), timeout=8,
                                              what="expired token removed"))
-            assert helper.status.jwt_write_status[key] == FAILED
-            assert not helper.status.live()
-            assert "db" not in helper.status.jwt_expiry
+            assert core.status.jwt_write_status[key] == FAILED
+            assert not core.status.live()
+            assert "db" not in core.status.jwt_expiry
             await in_thread(lambda: agent.fail_jwt_svids(None))
             await in_thread(lambda: wait_for(
-                lambda: helper.status.jwt_write_status.get(key) == WRITTEN, timeout=10,
+                lambda: core.status.jwt_write_status.get(key) == WRITTEN, timeout=10,
                 what="renewed after the agent recovered"))
             assert token_path.exists()
-            assert helper.status.live()
+            assert core.status.live()
 
         assert run_in_process(cfg, scenario) == 0
 
@@ -248,9 +251,9 @@ def test_an_expired_token_left_by_an_earlier_run_is_removed_at_start(
         cfg = load_cfg(tmp_path, agent, certs,
                        'jwt_svids = [{jwt_audience = "db", jwt_svid_file_name = "db.token"}]\n')
 
-        async def scenario(helper: app.Helper) -> None:
+        async def scenario(core: app.Core) -> None:
             await in_thread(lambda: wait_for(lambda: not stale.exists(), what="stale removed"))
-            assert not helper.ready.is_set()
+            assert not core.ready.is_set()
 
         assert run_in_process(cfg, scenario) == 0
 
@@ -268,12 +271,14 @@ def test_ca_rotation_that_changes_only_the_bundle_is_written_and_reloads(
         cfg = load_cfg(tmp_path, agent, certs, X509_CONF)
         changes: asyncio.Queue[list[Path]] = asyncio.Queue()
 
-        async def on_change(snapshot: X509Snapshot, changed: Sequence[Path]) -> None:
-            changes.put_nowait(list(changed))
+        class OnChange(Feature):
+            async def changed(self, pipeline: str, snapshot: X509Snapshot,
+                              changed: Sequence[Path]) -> None:
+                changes.put_nowait(list(changed))
 
-        async def scenario(helper: app.Helper) -> None:
-            helper.change_hooks.append(on_change)
-            await asyncio.wait_for(helper.ready.wait(), 10)
+        async def scenario(core: app.Core) -> None:
+            core.features += (OnChange(),)
+            await asyncio.wait_for(core.ready.wait(), 10)
             svid_before = (certs / "svid.pem").read_bytes()
             await in_thread(lambda: agent.rotate_ca(reissue=False))
             changed = await asyncio.wait_for(changes.get(), 10)
@@ -423,7 +428,10 @@ def test_credential_folder_is_exported_to_the_child_environment(tmp_path: Path,
                                                                  certs: Path) -> None:
     (certs / "spiffe").mkdir()
     cfg = config.loads(f'cert_dir = "{certs}"\ncredential_folder = "spiffe"\n', environ={})
-    assert app.build(cfg).child_env["SPIFFE_CREDENTIAL_FOLDER"] == str(certs / "spiffe")
+    # build() hands it to the supervisor, which adds it to cmd's and reload_cmd's environment
+    supervising = app.build(dataclasses.replace(cfg, cmd="/bin/true")).features
+    (child,) = [f for f in supervising if isinstance(f, Supervisor)]
+    assert child.child_env["SPIFFE_CREDENTIAL_FOLDER"] == str(certs / "spiffe")
 
 
 # --- several identities from one stream ---------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 from relutil import health_block, write_conf
 from util import HelperProcess, free_port, leaf_serial, wait_for
 
-from helper.app import Helper
+from helper.app import initial_status
 from helper.config import Config, HealthChecks
 from helper.ops.health import HealthServer
 from helper.ops.status import WRITTEN
@@ -66,9 +66,9 @@ def test_a_full_server_drops_its_oldest_idle_connection_for_a_probe():
         port = free_port()
         cfg = Config(svid_file_name="s", svid_key_file_name="k", svid_bundle_file_name="b",
                      health_checks=HealthChecks(True, port, bind_address="127.0.0.1"))
-        helper = Helper(cfg)
-        helper.status.x509_write_status = WRITTEN
-        server = HealthServer(helper)
+        status = initial_status(cfg)
+        status.x509_write_status = WRITTEN
+        server = HealthServer(cfg, status)
         server.max_connections = 8
         server.read_timeout = 60  # idle ones are not dropped by the timeout here
         await server.start()

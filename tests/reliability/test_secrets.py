@@ -27,12 +27,21 @@ from relutil import (
 from util import HelperProcess, free_port, run_helper, wait_for
 
 from helper._proto import workload_pb2
-from helper.app import X509Pipeline, initial_status
+from helper.app import initial_status
 from helper.config import loads
 from helper.devagent import DevAgentThread
+from helper.features import PipelineEvents
 from helper.outputs.writer import AtomicWriter
+from helper.outputs.x509_pipeline import X509Pipeline
 
 CA = pki.TrustDomainCA.create("example.org")
+
+
+async def _ignored(*_: object) -> None:
+    return None
+
+
+NO_EVENTS = PipelineEvents(written=_ignored, first_write=_ignored)  # accept() reports nothing
 
 
 def hostile_messages() -> tuple[list[workload_pb2.X509SVIDResponse], list[bytes]]:
@@ -116,7 +125,7 @@ def test_errors_kept_for_health_and_metrics_hold_no_key(tmp_path: Path) -> None:
                 'svid_key_file_name = "k.pem"\nsvid_bundle_file_name = "b.pem"\n',
                 environ={})
     status = initial_status(cfg)
-    pipeline = X509Pipeline(cfg, None, AtomicWriter(), status)  # type: ignore[arg-type]
+    pipeline = X509Pipeline(cfg, AtomicWriter(), status, NO_EVENTS)
     hostile, keys = hostile_messages()
     errors = []
     for message in hostile:

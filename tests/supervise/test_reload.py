@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from helper.supervise.reload_runner import Reloader
+from helper.supervise.reload_runner import ReloadRunner
 
 
 class Recorder:
@@ -39,7 +39,7 @@ async def until(event: asyncio.Event) -> None:
 def test_a_burst_within_the_debounce_becomes_one_reload_with_every_part():
     async def scenario() -> list[frozenset[str]]:
         action = Recorder()
-        reloader = Reloader(action, debounce=0.05)
+        reloader = ReloadRunner(action, debounce=0.05)
         for _ in range(50):
             reloader.trigger({"child"})
         reloader.trigger({"external"})
@@ -54,7 +54,7 @@ def test_triggers_during_a_reload_make_exactly_one_more_and_never_two_at_once():
     async def scenario() -> tuple[list[frozenset[str]], int]:
         action = Recorder()
         action.release.clear()
-        reloader = Reloader(action, debounce=0)
+        reloader = ReloadRunner(action, debounce=0)
         reloader.trigger({"a"})
         await until(action.started)
         for _ in range(20):  # while the first is in flight
@@ -73,7 +73,7 @@ def test_triggers_during_a_reload_make_exactly_one_more_and_never_two_at_once():
 def test_nothing_runs_without_a_trigger_or_with_no_parts():
     async def scenario() -> int:
         action = Recorder()
-        reloader = Reloader(action, debounce=0)
+        reloader = ReloadRunner(action, debounce=0)
         reloader.trigger(set())
         assert not reloader.busy
         await reloader.close()
@@ -86,7 +86,7 @@ def test_close_cancels_the_reload_in_flight_and_drops_the_pending_one():
     async def scenario() -> tuple[int, bool]:
         action = Recorder()
         action.release.clear()
-        reloader = Reloader(action, debounce=0)
+        reloader = ReloadRunner(action, debounce=0)
         reloader.trigger({"a"})
         await until(action.started)
         reloader.trigger({"b"})
@@ -109,7 +109,7 @@ def test_a_failing_reload_does_not_stop_the_next():
                 raise RuntimeError("reload went wrong")
             second.set()
 
-        reloader = Reloader(action, debounce=0)
+        reloader = ReloadRunner(action, debounce=0)
         reloader.trigger({"a"})
         await asyncio.wait_for(reloader.wait_idle(), 5)
         reloader.trigger({"a"})

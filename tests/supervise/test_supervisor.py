@@ -205,11 +205,13 @@ def test_restart_gives_up_after_too_many_crashes_with_the_last_status(tmp_path, 
     rec = tmp_path / "child.jsonl"
     conf = write_conf(tmp_path, agent, certs, recorder_cmd(rec, certs, "--exit", "3") +
                       'on_cmd_exit = "restart"\n')
-    helper = app.Helper(config.load(conf))
-    supervisor.attach(helper, policy=RestartPolicy(initial=0.05, cap=0.2, max_crashes=4))
+    cfg = config.load(conf)
+    status = app.initial_status(cfg)
+    core = app.Core(cfg, status=status, features=(supervisor.Supervisor(
+        cfg, status, {}, policy=RestartPolicy(initial=0.05, cap=0.2, max_crashes=4)),))
 
     async def run() -> int:
-        return await asyncio.wait_for(helper.run(), 30)
+        return await asyncio.wait_for(core.run(), 30)
 
     assert asyncio.run(run()) == 3
     starts = records(rec, "start")
@@ -218,8 +220,8 @@ def test_restart_gives_up_after_too_many_crashes_with_the_last_status(tmp_path, 
     assert gaps[0] >= 0.05
     assert gaps[1] >= 0.1
     assert gaps[2] >= 0.2
-    assert helper.status.child_restarts == 3
-    assert helper.status.child_state == "gave up: exited 3"
+    assert core.status.child_restarts == 3
+    assert core.status.child_state == "gave up: exited 3"
 
 
 # --- renew_action = "restart" --------------------------------------------------------------------
