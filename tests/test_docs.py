@@ -204,3 +204,25 @@ def test_the_stated_systemd_exposure_is_the_one_the_security_test_enforces():
         for unit, score in enforced.items():
             assert stated.get(unit) == score, \
                 f"{document.name}: {unit} {stated.get(unit)} != {score}"
+
+
+def test_the_architecture_table_lists_every_module_and_only_those():
+    """docs/architecture.md's module table, one row per module, matches helper/ on disk."""
+    listed: set[str] = set()
+    folder = ""
+    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) != 3:
+            continue
+        heading = re.fullmatch(r"\*\*`helper/([\w/]*)`\*\*", cells[0])
+        if heading:
+            folder = heading.group(1)
+            continue
+        for name in re.findall(r"`([\w.]+(?:\.py|/))`", cells[0]):
+            listed.add(folder + name.rstrip("/"))
+    helper = ROOT / "helper"
+    on_disk = {str(path.relative_to(helper)) for path in helper.rglob("*.py")
+               if path.name != "__init__.py" and "_proto" not in path.parts}
+    on_disk.add("_proto")
+    assert listed == on_disk, (f"missing from the table: {sorted(on_disk - listed)}; "
+                               f"listed but not in helper/: {sorted(listed - on_disk)}")
