@@ -23,8 +23,10 @@ NOT_ON_THE_ONE_SHOT_PATH = ("watchdog", "psutil", "http.server", "helper.devagen
                             # daemon-only features (helper/app.py `build`)
                             "helper.supervise.supervisor", "helper.supervise.reaper",
                             "helper.ops.health", "helper.ops.metrics", "helper.config.watch",
-                            "helper.config.reload_plan",
-                            "helper.ops.sdnotify", "helper.ops.expiry", "ctypes",
+                            "helper.config.reload_plan", "helper.ops.sdnotify",
+                            "helper.ops.expiry", "ctypes",
+                            # the reference table is for check-config and the docs tool
+                            "helper.config.reference",
                             # JWT code: only for a config that fetches JWTs
                             "helper.outputs.jwt_pipeline", "helper.identity.jwt",
                             "helper.identity.jwks",
