@@ -246,3 +246,11 @@ class TrustDomainCA:
         """A good SVID message: leaf + intermediate, bundle = root."""
         leaf = leaf if leaf is not None else self.leaf(path)
         return svid_message(self.spiffe_id(path), [leaf, self.intermediate], [self.root], hint=hint)
+
+
+def with_foreign_key(message: workload_pb2.X509SVIDResponse) -> workload_pb2.X509SVIDResponse:
+    """A copy of `message` whose default SVID carries a key that is not the leaf's."""
+    bad = workload_pb2.X509SVIDResponse()
+    bad.CopyFrom(message)
+    bad.svids[0].x509_svid_key = pkcs8_der(new_key("ec"))
+    return bad

@@ -15,37 +15,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from util import ROOT, env_without, helper_cmd, wait_for
-
-from helper.devagent import DevAgentThread
+from util import serial_of as serial_of  # re-exported: the supervisor tests' one import
+from util import write_conf as write_conf
 
 RECORDER = ROOT / "tests" / "children" / "recorder.py"
 
-BASE_CONF = """\
-agent_address = "{socket}"
-cert_dir = "{certs}"
-svid_file_name = "svid.pem"
-svid_key_file_name = "svid_key.pem"
-svid_bundle_file_name = "svid_bundle.pem"
-"""
-
 
 def hcl(text: str) -> str:
+    """`text` as an HCL string literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def cmd_lines(script: Path, *args: str) -> str:
+    """cmd and cmd_args running `script` with this Python (paths here have no spaces)."""
+    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(' '.join([str(script), *args]))}\n"
+
+
 def recorder_cmd(record: Path, certs: Path, *args: str) -> str:
-    """cmd and cmd_args lines that run the recorder (paths here have no spaces)."""
-    cmd_args = " ".join([str(RECORDER), "--record", str(record), "--cert",
-                         str(certs / "svid.pem"), *args])
-    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(cmd_args)}\n"
-
-
-def write_conf(tmp_path: Path, agent: DevAgentThread, certs: Path, extra: str) -> Path:
-    path = tmp_path / "helper.conf"
-    path.write_text(BASE_CONF.format(socket=agent.socket_path, certs=certs) + extra)
-    return path
+    """cmd and cmd_args lines that run the recorder, told where the SVID is."""
+    return cmd_lines(RECORDER, "--record", str(record), "--cert", str(certs / "svid.pem"), *args)
 
 
 def records(path: Path, event: str | None = None) -> list[dict[str, Any]]:
@@ -70,10 +59,6 @@ def wait_records(path: Path, event: str, count: int = 1, timeout: float = 10.0,
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def serial_of(response: Any) -> int:
-    return x509.load_der_x509_certificate(response.svids[0].x509_svid).serial_number
 
 
 class Run:

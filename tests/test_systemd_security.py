@@ -21,7 +21,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import pytest
 from confine import Sandbox, cap_mask, helper_pid, proc_status, tool, world_dir
 from unitfile import capabilities, setting
-from util import ROOT, leaf_serial, wait_for
+from util import ROOT, free_port, leaf_serial, wait_for
 
 from helper.devagent import DevAgentThread
 
@@ -126,12 +125,6 @@ def helper_user() -> pwd.struct_passwd:
     subprocess.run([tool("systemd-sysusers"), str(SYSUSERS)], check=True,
                    capture_output=True, timeout=60)
     return pwd.getpwnam(user)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(url: str) -> int | None:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -19,10 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 
 
-# The three X.509 outputs in cert_dir, from the agent at socket: format() it.
-BASE_CONF = """\
+# The agent at socket and the output directory: format() it.
+AGENT_CONF = """\
 agent_address = "{socket}"
 cert_dir = "{cert_dir}"
+"""
+# ... and the three X.509 outputs in cert_dir.
+BASE_CONF = AGENT_CONF + """\
 svid_file_name = "svid.pem"
 svid_key_file_name = "svid_key.pem"
 svid_bundle_file_name = "svid_bundle.pem"
@@ -104,6 +107,42 @@ def env_without(*names: str, **extra: str) -> dict[str, str]:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def write_conf(tmp_path: Path, agent: object, cert_dir: Path, extra: str = "", *,
+               name: str = "helper.conf", base: str = BASE_CONF) -> Path:
+    """tmp_path/name holding `base` (the agent and the three X.509 outputs) and `extra`.
+    `agent` is the socket's path or address, or a DevAgentThread (its socket path)."""
+    socket = getattr(agent, "socket_path", agent)
+    return write_config(tmp_path / name, base.format(socket=socket, cert_dir=cert_dir) + extra)
+
+
+def first_der(blob: bytes) -> bytes:
+    """The first DER certificate of a concatenated chain (a SEQUENCE with its length)."""
+    length = blob[1]
+    if length < 0x80:
+        return blob[: 2 + length]
+    size = length & 0x7F
+    return blob[: 2 + size + int.from_bytes(blob[2 : 2 + size], "big")]
+
+
+def serial_of(message: Any) -> int:
+    """Serial of the default SVID's leaf in an X509SVIDResponse."""
+    return x509.load_der_x509_certificate(first_der(message.svids[0].x509_svid)).serial_number
+
+
+# The metric families the README promises (tests/ops: rendered, and served on /metrics).
+REQUIRED_METRICS = (
+    "spiffe_helper_x509_svid_expiry_timestamp_seconds",
+    "spiffe_helper_x509_rotations_total",
+    "spiffe_helper_jwt_svid_expiry_timestamp_seconds",
+    "spiffe_helper_workload_api_reconnects_total",
+    "spiffe_helper_refused_messages_total",
+    "spiffe_helper_write_failures_total",
+    "spiffe_helper_child_restarts_total",
+    "spiffe_helper_reloads_total",
+    "spiffe_helper_last_rotation_timestamp_seconds",
+)
 
 
 def mode(path: Path) -> int:

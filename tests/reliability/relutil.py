@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import os
 import re
 import shutil
@@ -16,7 +15,6 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -26,7 +24,9 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
     sys.path.insert(0, str(TESTS))
 
-from util import BASE_CONF, helper_cmd, wait_for  # noqa: E402
+# Re-exported: the reliability tests import their helpers from here.
+from supervised import RECORDER, cmd_lines, hcl, records  # noqa: E402, F401
+from util import helper_cmd, serial_of, wait_for, write_conf  # noqa: E402, F401
 
 from helper._proto import workload_pb2  # noqa: E402
 from helper.outputs.writer import TEMP_MARKER  # noqa: E402
@@ -34,17 +34,8 @@ from helper.outputs.writer import TEMP_MARKER  # noqa: E402
 FILES = ("svid.pem", "svid_key.pem", "svid_bundle.pem")
 CERT, KEY, BUNDLE = FILES
 
-CONF = BASE_CONF
-
 REFUSED = re.compile(r"refused X\.509-SVID message \(rule (\w+)\)")
 RETRYING = re.compile(r"retrying in ([0-9.]+) s")
-
-
-def write_conf(tmp_path: Path, socket: str, cert_dir: Path, extra: str = "",
-               name: str = "helper.conf") -> Path:
-    path = tmp_path / name
-    path.write_text(CONF.format(socket=socket, cert_dir=cert_dir) + extra)
-    return path
 
 
 HEALTH = """\
@@ -170,10 +161,6 @@ def files_equal_message(cert_dir: Path, message: workload_pb2.X509SVIDResponse) 
             and b"".join(c.public_bytes(der) for c in bundle) == svid.bundle)
 
 
-def serial_of(message: workload_pb2.X509SVIDResponse) -> int:
-    return x509.load_der_x509_certificate(message.svids[0].x509_svid).serial_number
-
-
 def refusals(log: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for rule in REFUSED.findall(log):
@@ -199,30 +186,6 @@ def assert_no_secret(text: str, keys: list[bytes]) -> None:
     for key in keys:
         for form in secret_forms(key):
             assert form not in text, "key material in the text"
-
-
-# --- children ---------------------------------------------------------------------------------
-
-RECORDER = TESTS / "children" / "recorder.py"  # the supervisor's test double (issue 4)
-
-
-def hcl(text: str) -> str:
-    """`text` as an HCL string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def cmd_lines(script: Path, *args: str) -> str:
-    """cmd and cmd_args running `script` with this Python (paths here have no spaces)."""
-    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(' '.join([str(script), *args]))}\n"
-
-
-def records(path: Path, event: str) -> list[dict[str, Any]]:
-    """The complete JSON lines of a child's record file with this event."""
-    try:
-        lines = path.read_text().splitlines(keepends=True)
-    except FileNotFoundError:
-        return []
-    return [r for r in (json.loads(x) for x in lines if x.endswith("\n")) if r["event"] == event]
 
 
 # --- the dev-agent ---------------------------------------------------------------------------
