@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from util import ROOT, env_without, helper_cmd, wait_for
+from util import ROOT, Process, env_without, helper_cmd, wait_for
 from util import serial_of as serial_of  # re-exported: the supervisor tests' one import
 from util import write_conf as write_conf
 
@@ -61,38 +60,20 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class Run:
+class Run(Process):
     """The helper CLI under test, stopped on exit. `prefix` wraps it (unshare, env tweaks)."""
 
     def __init__(self, tmp_path: Path, conf: Path, *, prefix: Sequence[str] = (),
                  env: dict[str, str] | None = None, new_session: bool = False,
                  stdin: Any = subprocess.DEVNULL, args: Sequence[str] = ()) -> None:
-        self.log_path = tmp_path / "helper.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*prefix, *helper_cmd("-config", str(conf), *args)], stdout=self._log,
-            stderr=self._log, stdin=stdin, start_new_session=new_session,
-            env=env if env is not None else env_without("NOTIFY_SOCKET"))
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        super().__init__([*prefix, *helper_cmd("-config", str(conf), *args)],
+                         tmp_path / "helper.log", stdin=stdin, new_session=new_session,
+                         env=env if env is not None else env_without("NOTIFY_SOCKET"),
+                         stop_timeout=15.0)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.output()
 
     def wait_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
         wait_for(lambda: self.log().count(text) >= count, timeout=timeout,
                  what=f"{count} x {text!r} in the helper's log")
-
-    def wait(self, timeout: float = 20.0) -> int:
-        return self.proc.wait(timeout)

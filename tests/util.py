@@ -1,20 +1,26 @@
-"""Shared test helpers: bounded waits and running the real CLI."""
+"""Shared test helpers: bounded waits, ports, configs, processes and running the real CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import pytest
 from cryptography import x509
 
 T = TypeVar("T")
+P = TypeVar("P", bound="Process")
+KEEP_ENV = "SPIFFE_HELPER_KEEP_WORKDIRS"
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 
@@ -54,36 +60,96 @@ def run_helper(*args: str, timeout: float = 30, env: dict[str, str] | None = Non
                           env=env, cwd=cwd, check=False)
 
 
-class HelperProcess:
-    """A `spiffe-helper` daemon under test, stopped (and reaped) on exit."""
+class Process:
+    """A process under test, its output (stdout and stderr) in a log file or discarded;
+    on exit stopped with `stop_signal`, killed if it will not stop, and reaped."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 log: Path | None = None) -> None:
+    def __init__(self, argv: Sequence[str | Path], log: Path | None = None, *,
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 stdin: Any = subprocess.DEVNULL, new_session: bool = False,
+                 append: bool = False, stop_signal: int = signal.SIGTERM,
+                 stop_timeout: float = 10.0) -> None:
         self.log_path = log
-        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(helper_cmd(*args), stdout=self._log, stderr=self._log,
-                                     env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self._log: Any = open(log, "ab" if append else "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        # No user=/group= here: with those, subprocess forks this threaded (gRPC) process
+        # and runs setuid code in the child, which can crash; use setpriv in argv instead.
+        self.proc = subprocess.Popen([str(a) for a in argv], stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=stdin, env=env, cwd=cwd,
+                                     start_new_session=new_session)
 
-    def __enter__(self) -> HelperProcess:
+    def __enter__(self: P) -> P:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float | None = None) -> int:
+        """Send the stop signal; the exit status (TimeoutExpired if it does not exit)."""
+        self.proc.send_signal(self.stop_signal)
+        return self.proc.wait(self.stop_timeout if timeout is None else timeout)
+
+    def close(self) -> int:
+        """Stop it if it runs (killed after stop_timeout), reap it, close the log."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(self.stop_signal)
             try:
-                self.proc.wait(10)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
+        return self.proc.returncode
 
-    def stop(self, timeout: float = 10) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+class HelperProcess(Process):
+    """A `spiffe-helper` daemon under test, stopped (and reaped) on exit."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 log: Path | None = None) -> None:
+        super().__init__(helper_cmd(*args), log, env=env, cwd=cwd)
+
+
+def wait_ready(check: Callable[[], T], process: Process, what: str,
+               timeout: float = 30.0) -> T:
+    """wait_for(check); fail at once, with the tail of its log, when `process` has exited."""
+
+    def ready() -> T:
+        if not process.alive():
+            raise AssertionError(f"{what}: the process exited:\n{process.output()[-4000:]}")
+        return check()
+
+    return wait_for(ready, timeout, what=what)
+
+
+def missing(reason: str, *, require_env: str, needed: str, remedy: str) -> NoReturn:
+    """Skip with a loud reason and its remedy, or fail when CI set `require_env`=1."""
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{reason} ({require_env}=1: {needed} required)")
+    pytest.skip(f"{reason}: {remedy}")
+
+
+@contextlib.contextmanager
+def workdir(prefix: str, dir: str | None = None) -> Iterator[Path]:
+    """A fresh private directory, removed afterwards (kept with
+    SPIFFE_HELPER_KEEP_WORKDIRS=1, to read the logs in it)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    try:
+        yield path
+    finally:
+        if os.environ.get(KEEP_ENV) != "1":
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def read_certs(path: Path) -> list[x509.Certificate]:

@@ -8,9 +8,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from harness import free_port
 from spire import X509_FILES, Spire, check_x509_files, helper_conf, spire
-from util import HelperProcess, leaf_serial, wait_for
+from util import HelperProcess, free_port, leaf_serial, wait_for
 
 # SPIRE starts within the first test of a module: a longer timeout than the default.
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]

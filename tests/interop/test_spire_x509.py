@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
-from harness import daemon_workdir, free_port, render_example, served_cert_https, wait_listening
+from harness import daemon_workdir, render_example, served_cert_https, wait_listening
 from spire import (
     X509_FILES,
     Spire,
@@ -29,7 +29,7 @@ from spire import (
     uri_sans,
     verify_chain,
 )
-from util import HelperProcess, leaf_serial, run_helper, wait_for
+from util import HelperProcess, free_port, leaf_serial, run_helper, wait_for
 
 # SPIRE starts within the first test of a module: a longer timeout than the default.
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
@@ -194,8 +194,7 @@ def test_nginx_serves_spires_leaf_before_and_after_a_spire_rotation(sp):
         svid, bundle = work / "certs" / "svid.pem", work / "certs" / "svid_bundle.pem"
         with HelperProcess("-config", str(files["helper.hcl"]),
                            log=work / "helper.log") as helper:
-            wait_listening(port, alive=lambda: helper.proc.poll() is None,
-                           log=helper.output, what="nginx (started by the helper)")
+            wait_listening(port, helper, "nginx (started by the helper)")
             served = served_cert_https(port, bundle)  # verified against the written bundle
             assert served.serial_number == leaf_serial(svid)
             assert uri_sans(served) == ["spiffe://a.test/workload"]
