@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from confine import Sandbox, cap_mask, helper_pid, proc_status, tool, world_dir
 from unitfile import capabilities, setting
-from util import ROOT, free_port, leaf_serial, wait_for
+from util import ROOT, free_port, leaf_serial, reap, wait_for
 
 from helper.devagent import DevAgentThread
 
@@ -199,11 +199,7 @@ health_checks {{
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        reap(proc, 15)
 
 
 def run_confined_helper(scene: Scene, user: pwd.struct_passwd, caps: list[str],

@@ -60,6 +60,15 @@ def run_helper(*args: str, timeout: float = 30, env: dict[str, str] | None = Non
                           env=env, cwd=cwd, check=False)
 
 
+def reap(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """Wait up to `timeout` seconds for `proc` to exit, then kill it; its exit status."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
 class Process:
     """A process under test, its output (stdout and stderr) in a log file or discarded;
     on exit stopped with `stop_signal`, killed if it will not stop, and reaped."""
@@ -103,11 +112,7 @@ class Process:
         """Stop it if it runs (killed after stop_timeout), reap it, close the log."""
         if self.proc.poll() is None:
             self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            reap(self.proc, self.stop_timeout)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
         return self.proc.returncode
@@ -171,7 +176,7 @@ def env_without(*names: str, **extra: str) -> dict[str, str]:
 
 
 def write_config(path: Path, text: str) -> Path:
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -36,6 +36,7 @@ from util import (
     Process,
     free_port,
     leaf_serial,
+    reap,
     wait_for,
     wait_ready,
     workdir,
@@ -166,6 +167,16 @@ class Stack:
     @property
     def bundle(self) -> Path:
         return self.certs / "svid_bundle.pem"
+
+    def served(self) -> x509.Certificate:
+        """The leaf the daemon presents to a new connection (verified against the bundle)."""
+        raise NotImplementedError
+
+    def rotations(self) -> Iterator[Rotation]:
+        """Each of ROTATIONS in turn, yielded once the daemon serves it (the caller checks
+        what it must between them)."""
+        for kind in ROTATIONS:
+            yield rotate_and_wait_served(self.agent, self.svid, kind, self.served)
 
     def helper_process(self, config: str) -> HelperProcess:
         """The helper run with the example's config file `config`, its log in work."""
@@ -303,11 +314,7 @@ class LineClient:
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        reap(self.proc, 10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

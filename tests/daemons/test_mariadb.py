@@ -24,7 +24,6 @@ from harness import (
     example_stack,
     require_binaries,
     require_root,
-    rotate_and_wait_served,
     served_cert_mysql,
     spiffe_ids,
 )
@@ -102,8 +101,7 @@ def test_mariadb_serves_each_rotation_within_5s_and_an_open_session_keeps_workin
     try:
         connection = session.query("SELECT CONNECTION_ID()")
         rotations = []
-        for kind in ROTATIONS:
-            rotation = rotate_and_wait_served(stack.agent, stack.svid, kind, stack.served)
+        for rotation in stack.rotations():
             rotations.append(rotation)
             # The session opened before the rotations: same connection, still TLS.
             assert session.query("SELECT CONNECTION_ID()") == connection

@@ -22,7 +22,6 @@ from harness import (
     client_context,
     example_stack,
     require_binaries,
-    rotate_and_wait_served,
     served_cert_https,
     spiffe_ids,
 )
@@ -80,11 +79,10 @@ def test_nginx_serves_each_rotation_within_5s_while_a_download_in_flight_continu
     received = CHUNK // 4
 
     rotations = []
-    for kind in ROTATIONS:
-        rotation = rotate_and_wait_served(stack.agent, stack.svid, kind, stack.served)
+    for rotation in stack.rotations():
         rotations.append(rotation)
         chunk = response.read(CHUNK)
-        assert len(chunk) == CHUNK, f"download cut after the {kind} rotation"
+        assert len(chunk) == CHUNK, f"download cut after the {rotation.kind} rotation"
         digest.update(chunk)
         received += len(chunk)
 

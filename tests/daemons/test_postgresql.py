@@ -28,7 +28,6 @@ from harness import (
     postgres_cluster,
     require_binaries,
     require_root,
-    rotate_and_wait_served,
     served_cert_postgres,
     spiffe_ids,
 )
@@ -148,8 +147,7 @@ def test_postgres_serves_each_rotation_within_5s_and_an_open_session_keeps_worki
     try:
         backend = session.query("SELECT pg_backend_pid()")
         rotations = []
-        for kind in ROTATIONS:
-            rotation = rotate_and_wait_served(stack.agent, stack.svid, kind, stack.served)
+        for rotation in stack.rotations():
             rotations.append(rotation)
             # The session opened before the rotations: same backend, still TLS.
             assert session.query("SELECT pg_backend_pid()") == backend

@@ -5,6 +5,7 @@ that do not use the helper's code. (Fixtures are in conftest.py.)"""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import os
 import re
@@ -14,7 +15,9 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -26,7 +29,14 @@ if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
 
 # Re-exported: the reliability tests import their helpers from here.
 from supervised import RECORDER, cmd_lines, hcl, records  # noqa: E402, F401
-from util import helper_cmd, serial_of, wait_for, write_conf  # noqa: E402, F401
+from util import (  # noqa: E402, F401
+    HelperProcess,
+    helper_cmd,
+    reap,
+    serial_of,
+    wait_for,
+    write_conf,
+)
 
 from helper._proto import workload_pb2  # noqa: E402
 from helper.outputs.writer import TEMP_MARKER  # noqa: E402
@@ -219,14 +229,23 @@ class AgentProcess:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            reap(self.proc, 10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
 
 def first_write(cert_dir: Path, timeout: float = 15) -> int:
     return wait_for(lambda: consistent_serial(cert_dir), timeout, "a consistent first write")
+
+
+@contextlib.contextmanager
+def streaming(tmp_path: Path, agent: Any, cert_dir: Path, extra: str = "", *args: str,
+              ) -> Iterator[tuple[HelperProcess, dict[str, tuple[bytes, int]], int]]:
+    """The helper CLI on `agent` (the base config and `extra`; `args` on its command line)
+    once it has written its first SVID and holds its stream open: (the helper, the files'
+    disk_state then, the agent's call count then)."""
+    conf = write_conf(tmp_path, agent, cert_dir, extra)
+    with HelperProcess("-config", str(conf), *args, log=tmp_path / "helper.log") as helper:
+        first_write(cert_dir)
+        agent.wait_streams(1)
+        yield helper, disk_state(cert_dir), agent.calls
