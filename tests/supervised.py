@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 from util import ROOT, Process, env_without, helper_cmd, wait_for
 from util import serial_of as serial_of  # re-exported: the supervisor tests' one import
 from util import write_conf as write_conf
@@ -54,6 +55,14 @@ def wait_records(path: Path, event: str, count: int = 1, timeout: float = 10.0,
                  ) -> list[dict[str, Any]]:
     return wait_for(lambda: len(records(path, event)) >= count and records(path, event),
                     timeout=timeout, what=f"{count} {event!r} record(s) in {path.name}")
+
+
+def gone(pid: int) -> bool:
+    """Gone, or a zombie (dead, waiting for whoever adopted it after the helper exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def sha256(path: Path) -> str:

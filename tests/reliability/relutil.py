@@ -28,7 +28,7 @@ if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
     sys.path.insert(0, str(TESTS))
 
 # Re-exported: the reliability tests import their helpers from here.
-from supervised import RECORDER, cmd_lines, hcl, records  # noqa: E402, F401
+from supervised import RECORDER, cmd_lines, gone, hcl, records  # noqa: E402, F401
 from util import (  # noqa: E402, F401
     HelperProcess,
     helper_cmd,

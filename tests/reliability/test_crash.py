@@ -10,6 +10,7 @@ restores a consistent set, the one the agent sends.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -52,30 +53,27 @@ class Reader(threading.Thread):
         self.bad: list[str] = []
 
     def run(self) -> None:
+        checks = ([(name, assert_pair) for name in PAIRED]
+                  + [(name, functools.partial(parse, name=name)) for name in FILES])
         while not self.stop.is_set():
-            for name in PAIRED:
+            for name, check in checks:
                 try:
                     data = (self.cert_dir / name).read_bytes()
                 except FileNotFoundError:
                     continue
                 self.reads += 1
                 try:
-                    assert_pair(data)
-                except Exception as exc:  # a partial or mismatched file
+                    check(data)
+                except Exception as exc:  # a partial file fails to parse, or a mismatched pair
                     self.bad.append(f"{name}: {exc}")
-            for name in FILES:
-                try:
-                    data = (self.cert_dir / name).read_bytes()
-                except FileNotFoundError:
-                    continue
-                self.reads += 1
-                try:
-                    if name == KEY:
-                        serialization.load_pem_private_key(data, None)
-                    else:
-                        assert x509.load_pem_x509_certificates(data)
-                except Exception as exc:  # a partial file fails to parse
-                    self.bad.append(f"{name}: {exc}")
+
+
+def parse(data: bytes, name: str) -> None:
+    """One output file on its own parses (the key as a key, the others as certificates)."""
+    if name == KEY:
+        serialization.load_pem_private_key(data, None)
+    else:
+        assert x509.load_pem_x509_certificates(data)
 
 
 def assert_pair(pem: bytes) -> None:
