@@ -407,6 +407,14 @@ def helper_conf(path: Path, agent: Path, cert_dir: Path, **keys: object) -> Path
     return path
 
 
+def out_and_conf(tmp_path: Path, agent: Path, **keys: object) -> tuple[Path, Path]:
+    """tmp_path/out (created) and tmp_path/helper.conf, the helper writing into it from the
+    Workload API at `agent`."""
+    out = tmp_path / "out"
+    out.mkdir()
+    return out, helper_conf(tmp_path / "helper.conf", agent, out, **keys)
+
+
 X509_FILES = {"svid_file_name": "svid.pem", "svid_key_file_name": "svid_key.pem",
               "svid_bundle_file_name": "svid_bundle.pem"}
 

@@ -21,9 +21,9 @@ from spire import (
     X509_FILES,
     Spire,
     check_x509_files,
-    helper_conf,
     key_matches,
     load_certs,
+    out_and_conf,
     require_peers,
     spire,
     uri_sans,
@@ -46,9 +46,7 @@ def sp() -> Iterator[Spire]:
 
 
 def test_one_shot_writes_spires_svid_key_and_a_chain_that_verifies_to_the_bundle(sp, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out, **X509_FILES)
+    out, conf = out_and_conf(tmp_path, sp.socket, **X509_FILES)
     result = run_helper("-config", str(conf), "-daemon-mode=false", timeout=60)
     assert result.returncode == 0, result.stderr
     leaf, root = check_x509_files(out, "spiffe://a.test/workload")
@@ -62,9 +60,7 @@ def test_one_shot_writes_spires_svid_key_and_a_chain_that_verifies_to_the_bundle
 
 @pytest.mark.timeout(120)
 def test_daemon_follows_two_spire_rotations_and_a_reader_never_sees_a_torn_file(sp, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out, **X509_FILES)
+    out, conf = out_and_conf(tmp_path, sp.socket, **X509_FILES)
     svid = out / "svid.pem"
     problems: list[str] = []
     reads, mismatches = [0], [0]
@@ -149,11 +145,9 @@ def _verify_jwt(token: str, jwks: dict) -> dict:
 
 @pytest.mark.timeout(120)
 def test_jwt_svid_refreshed_before_expiry_verifies_with_spires_keys(sp, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out,
-                       jwt_svids=[{"jwt_audience": "db", "jwt_svid_file_name": "db.token"}],
-                       jwt_bundle_file_name="jwt_bundle.json")
+    out, conf = out_and_conf(tmp_path, sp.socket,
+                             jwt_svids=[{"jwt_audience": "db", "jwt_svid_file_name": "db.token"}],
+                             jwt_bundle_file_name="jwt_bundle.json")
     token_file = out / "db.token"
     with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
         wait_for(token_file.exists, 30, what="JWT-SVID written")
@@ -216,9 +210,7 @@ def test_nginx_serves_spires_leaf_before_and_after_a_spire_rotation(sp):
 @pytest.mark.timeout(180)
 def test_ca_rotation_writes_the_new_bundle_and_the_next_leaf_verifies_against_it(sp, tmp_path):
     """Last in the module: it changes the CA for every test after it."""
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out, **X509_FILES)
+    out, conf = out_and_conf(tmp_path, sp.socket, **X509_FILES)
     bundle = out / "svid_bundle.pem"
     with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
         wait_for(lambda: leaf_serial(out / "svid.pem"), 30, what="first SVID written")
