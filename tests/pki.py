@@ -46,6 +46,17 @@ def new_key(kind: KeyKind = "ec") -> SigningKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def spki_der(public_key: Any) -> bytes:
+    """The DER SubjectPublicKeyInfo of a public key: what two equal keys share."""
+    return public_key.public_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def is_leaf_key(private_key: Any, leaf: x509.Certificate) -> bool:
+    """`private_key` is the key of `leaf`."""
+    return spki_der(private_key.public_key()) == spki_der(leaf.public_key())
+
+
 def pkcs8_der(key: SigningKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.DER,

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pki import with_foreign_key
+from pki import is_leaf_key, with_foreign_key
 from util import HelperProcess, env_without, leaf_serial, mode, read_certs, run_helper, wait_for
 
 from helper.devagent import DevAgentThread
@@ -55,10 +55,7 @@ def assert_valid_set(cert_dir: Path, agent: DevAgentThread) -> x509.Certificate:
     bundle = read_certs(cert_dir / "svid_bundle.pem")
     key = serialization.load_pem_private_key((cert_dir / "svid_key.pem").read_bytes(), None)
     leaf = chain[0]
-    assert key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) == leaf.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert is_leaf_key(key, leaf)
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [agent.spiffe_id]
     issuer = chain[-1]

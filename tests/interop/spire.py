@@ -30,6 +30,7 @@ import util
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from pki import is_leaf_key, make_root
 from util import ROOT, Process, wait_for, wait_ready, workdir
 
 SPIRE_VERSION = "v1.13.3"
@@ -332,8 +333,6 @@ def free_port_pair() -> int:
 
 def upstream_root(work: Path, trust_domain: str) -> tuple[Path, Path]:
     """A self-signed root CA (cert and PKCS#8 key files) for SPIRE's disk UpstreamAuthority."""
-    from pki import make_root
-
     root = make_root(trust_domain, cn=f"{trust_domain} upstream root")
     cert, key = work / "upstream.crt", work / "upstream.key"
     cert.write_bytes(root.cert.public_bytes(serialization.Encoding.PEM))
@@ -450,9 +449,7 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
 
 
 def key_matches(key_path: Path, leaf: x509.Certificate) -> bool:
-    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
+    return is_leaf_key(serialization.load_pem_private_key(key_path.read_bytes(), None), leaf)
 
 
 def check_x509_files(cert_dir: Path, spiffe_id: str, names: dict[str, str] = X509_FILES,

@@ -27,6 +27,8 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
     sys.path.insert(0, str(TESTS))
 
+from pki import is_leaf_key  # noqa: E402
+
 # Re-exported: the reliability tests import their helpers from here.
 from supervised import RECORDER, cmd_lines, gone, hcl, records  # noqa: E402, F401
 from util import (  # noqa: E402, F401
@@ -121,11 +123,6 @@ def temps(cert_dir: Path) -> list[str]:
     return sorted(p.name for p in cert_dir.iterdir() if TEMP_MARKER in p.name)
 
 
-def _spki(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def parse_files(cert_dir: Path) -> tuple[list[x509.Certificate], object, list[x509.Certificate]]:
     """Each file on its own is complete and parseable; raises otherwise."""
     chain = x509.load_pem_x509_certificates((cert_dir / CERT).read_bytes())
@@ -138,7 +135,7 @@ def consistent_set(cert_dir: Path) -> x509.Certificate:
     """The three files form one identity: key matches leaf, chain verifies to the bundle."""
     chain, key, bundle = parse_files(cert_dir)
     leaf = chain[0]
-    assert _spki(key.public_key()) == _spki(leaf.public_key()), "key does not match leaf"  # type: ignore[attr-defined]
+    assert is_leaf_key(key, leaf), "key does not match leaf"
     for cert, issuer in itertools.pairwise(chain):
         cert.verify_directly_issued_by(issuer)
     last = chain[-1]
