@@ -46,6 +46,17 @@ def new_key(kind: KeyKind = "ec") -> SigningKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def spki_der(public_key: Any) -> bytes:
+    """The DER SubjectPublicKeyInfo of a public key: what two equal keys share."""
+    return public_key.public_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def is_leaf_key(private_key: Any, leaf: x509.Certificate) -> bool:
+    """`private_key` is the key of `leaf`."""
+    return spki_der(private_key.public_key()) == spki_der(leaf.public_key())
+
+
 def pkcs8_der(key: SigningKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.DER,
@@ -246,3 +257,11 @@ class TrustDomainCA:
         """A good SVID message: leaf + intermediate, bundle = root."""
         leaf = leaf if leaf is not None else self.leaf(path)
         return svid_message(self.spiffe_id(path), [leaf, self.intermediate], [self.root], hint=hint)
+
+
+def with_foreign_key(message: workload_pb2.X509SVIDResponse) -> workload_pb2.X509SVIDResponse:
+    """A copy of `message` whose default SVID carries a key that is not the leaf's."""
+    bad = workload_pb2.X509SVIDResponse()
+    bad.CopyFrom(message)
+    bad.svids[0].x509_svid_key = pkcs8_der(new_key("ec"))
+    return bad

@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from pki import is_leaf_key
 
 CREDENTIAL_BUNDLE = "credential-bundle.private-key.x509.pem"
 TRUST_BUNDLE_SUFFIX = ".spiffe-trust-bundle.x509.pem"
@@ -45,11 +46,6 @@ def strict_pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
     return blocks
 
 
-def _spki(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined,no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def check_credential_bundle(data: bytes, anchors: list[x509.Certificate]
                             ) -> tuple[PrivateKeyTypes, list[x509.Certificate]]:
     """Section 2.1: PRIVATE KEY (PKCS#8) first, then CERTIFICATE blocks leaf to root, the
@@ -62,7 +58,7 @@ def check_credential_bundle(data: bytes, anchors: list[x509.Certificate]
                              serialization.NoEncryption()) == blocks[0][1], "not PKCS#8"
     assert {kind for kind, _ in blocks[1:]} == {"CERTIFICATE"}
     chain = [x509.load_der_x509_certificate(der) for _, der in blocks[1:]]
-    assert _spki(chain[0].public_key()) == _spki(key.public_key())
+    assert is_leaf_key(key, chain[0])
     for child, parent in itertools.pairwise(chain):
         child.verify_directly_issued_by(parent)  # leaf-to-root order
     anchor_ders = {a.public_bytes(serialization.Encoding.DER) for a in anchors}

@@ -8,44 +8,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from util import ROOT, env_without, helper_cmd, wait_for
-
-from helper.devagent import DevAgentThread
+import psutil
+from util import ROOT, Process, env_without, helper_cmd, wait_for
+from util import serial_of as serial_of  # re-exported: the supervisor tests' one import
+from util import write_conf as write_conf
 
 RECORDER = ROOT / "tests" / "children" / "recorder.py"
 
-BASE_CONF = """\
-agent_address = "{socket}"
-cert_dir = "{certs}"
-svid_file_name = "svid.pem"
-svid_key_file_name = "svid_key.pem"
-svid_bundle_file_name = "svid_bundle.pem"
-"""
-
 
 def hcl(text: str) -> str:
+    """`text` as an HCL string literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def cmd_lines(script: Path, *args: str) -> str:
+    """cmd and cmd_args running `script` with this Python (paths here have no spaces)."""
+    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(' '.join([str(script), *args]))}\n"
+
+
 def recorder_cmd(record: Path, certs: Path, *args: str) -> str:
-    """cmd and cmd_args lines that run the recorder (paths here have no spaces)."""
-    cmd_args = " ".join([str(RECORDER), "--record", str(record), "--cert",
-                         str(certs / "svid.pem"), *args])
-    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(cmd_args)}\n"
-
-
-def write_conf(tmp_path: Path, agent: DevAgentThread, certs: Path, extra: str) -> Path:
-    path = tmp_path / "helper.conf"
-    path.write_text(BASE_CONF.format(socket=agent.socket_path, certs=certs) + extra)
-    return path
+    """cmd and cmd_args lines that run the recorder, told where the SVID is."""
+    return cmd_lines(RECORDER, "--record", str(record), "--cert", str(certs / "svid.pem"), *args)
 
 
 def records(path: Path, event: str | None = None) -> list[dict[str, Any]]:
@@ -68,46 +57,32 @@ def wait_records(path: Path, event: str, count: int = 1, timeout: float = 10.0,
                     timeout=timeout, what=f"{count} {event!r} record(s) in {path.name}")
 
 
+def gone(pid: int) -> bool:
+    """Gone, or a zombie (dead, waiting for whoever adopted it after the helper exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def serial_of(response: Any) -> int:
-    return x509.load_der_x509_certificate(response.svids[0].x509_svid).serial_number
-
-
-class Run:
+class Run(Process):
     """The helper CLI under test, stopped on exit. `prefix` wraps it (unshare, env tweaks)."""
 
     def __init__(self, tmp_path: Path, conf: Path, *, prefix: Sequence[str] = (),
                  env: dict[str, str] | None = None, new_session: bool = False,
                  stdin: Any = subprocess.DEVNULL, args: Sequence[str] = ()) -> None:
-        self.log_path = tmp_path / "helper.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*prefix, *helper_cmd("-config", str(conf), *args)], stdout=self._log,
-            stderr=self._log, stdin=stdin, start_new_session=new_session,
-            env=env if env is not None else env_without("NOTIFY_SOCKET"))
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        super().__init__([*prefix, *helper_cmd("-config", str(conf), *args)],
+                         tmp_path / "helper.log", stdin=stdin, new_session=new_session,
+                         env=env if env is not None else env_without("NOTIFY_SOCKET"),
+                         stop_timeout=15.0)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.output()
 
     def wait_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
         wait_for(lambda: self.log().count(text) >= count, timeout=timeout,
                  what=f"{count} x {text!r} in the helper's log")
-
-    def wait(self, timeout: float = 20.0) -> int:
-        return self.proc.wait(timeout)

@@ -12,10 +12,9 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from pki import is_leaf_key, with_foreign_key
 from util import HelperProcess, env_without, leaf_serial, mode, read_certs, run_helper, wait_for
 
-from helper._proto import workload_pb2
 from helper.devagent import DevAgentThread
 from helper.outputs.writer import TEMP_MARKER
 
@@ -56,10 +55,7 @@ def assert_valid_set(cert_dir: Path, agent: DevAgentThread) -> x509.Certificate:
     bundle = read_certs(cert_dir / "svid_bundle.pem")
     key = serialization.load_pem_private_key((cert_dir / "svid_key.pem").read_bytes(), None)
     leaf = chain[0]
-    assert key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) == leaf.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert is_leaf_key(key, leaf)
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [agent.spiffe_id]
     issuer = chain[-1]
@@ -155,15 +151,6 @@ def test_rotation_reaches_disk_with_new_inode_and_readers_never_see_partial_file
     assert not [p for p in certs.iterdir() if TEMP_MARKER in p.name]
 
 
-def _with_foreign_key(message: workload_pb2.X509SVIDResponse) -> workload_pb2.X509SVIDResponse:
-    bad = workload_pb2.X509SVIDResponse()
-    bad.CopyFrom(message)
-    bad.svids[0].x509_svid_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    return bad
-
-
 def test_mismatched_key_is_refused_old_files_stay_and_the_stream_survives(
         tmp_path, agent, certs):
     path = conf(tmp_path, GO_CONF, agent, certs)
@@ -174,7 +161,7 @@ def test_mismatched_key_is_refused_old_files_stay_and_the_stream_survives(
         inodes = {n: (certs / n).stat().st_ino for n in FILES}
         # the SVID on disk, but with a key that belongs to someone else
         agent.wait_streams(1)
-        agent.push(_with_foreign_key(agent.current))
+        agent.push(with_foreign_key(agent.current))
         wait_for(lambda: "key_matches_leaf" in helper.output(), what="refusal logged")
         assert {n: (certs / n).read_bytes() for n in FILES} == before
         assert {n: (certs / n).stat().st_ino for n in FILES} == inodes

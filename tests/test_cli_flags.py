@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from util import ROOT, HelperProcess, run_helper, wait_for
+from util import ROOT, HelperProcess, run_helper, wait_for, write_conf
 
 from helper.supervise.cmdargs import join_cmd_args, split_cmd_args
 
@@ -30,13 +30,8 @@ def events(path: Path) -> list[dict]:
         return []
 
 
-def write_conf(tmp_path: Path, agent, certs: Path, extra: str = "") -> Path:
-    path = tmp_path / "helper.conf"
-    path.write_text(f'agent_address = "{agent.socket_path}"\ncert_dir = "{certs}"\n'
-                    'svid_file_name = "svid.pem"\nsvid_key_file_name = "svid_key.pem"\n'
-                    'svid_bundle_file_name = "svid_bundle.pem"\nrenew_signal = "SIGUSR1"\n'
-                    + extra)
-    return path
+# The base config (tests/util.py) plus this: the child hears of a rotation by SIGUSR1.
+USR1 = 'renew_signal = "SIGUSR1"\n'
 
 
 ODD_ARGS = ["two words", 'say "hi"', "", "-config", "--", "tab\there"]
@@ -52,7 +47,7 @@ def test_double_dash_command_is_supervised_with_exact_arguments_overriding_the_f
         tmp_path, agent, certs):
     record = tmp_path / "record.jsonl"
     # The file names another command: the one after -- wins.
-    conf = write_conf(tmp_path, agent, certs, extra='cmd = "/bin/false"\ncmd_args = "x"\n')
+    conf = write_conf(tmp_path, agent, certs, USR1 + 'cmd = "/bin/false"\ncmd_args = "x"\n')
     child = [sys.executable, str(RECORDER), "--record", str(record),
              "--cert", str(certs / "svid.pem"), *(f"--env={v}" for v in ODD_ARGS if v != "--")]
     with HelperProcess("-config", str(conf), "--", *child, log=tmp_path / "helper.log") as helper:
@@ -70,7 +65,7 @@ def test_double_dash_command_is_supervised_with_exact_arguments_overriding_the_f
 
 
 def test_check_config_shows_the_command_after_double_dash(tmp_path, agent, certs):
-    conf = write_conf(tmp_path, agent, certs)
+    conf = write_conf(tmp_path, agent, certs, USR1)
     result = run_helper("check-config", "-config", str(conf), "--", "nginx", "-g",
                         "daemon off;")
     assert result.returncode == 0, result.stderr
@@ -79,14 +74,14 @@ def test_check_config_shows_the_command_after_double_dash(tmp_path, agent, certs
 
 
 def test_double_dash_without_a_command_is_an_error(tmp_path, agent, certs):
-    conf = write_conf(tmp_path, agent, certs)
+    conf = write_conf(tmp_path, agent, certs, USR1)
     result = run_helper("-config", str(conf), "--")
     assert result.returncode == 2
     assert "-- must be followed by the command" in result.stderr
 
 
 def test_a_command_without_double_dash_says_where_it_goes(tmp_path, agent, certs):
-    conf = write_conf(tmp_path, agent, certs)
+    conf = write_conf(tmp_path, agent, certs, USR1)
     result = run_helper("-config", str(conf), "nginx")
     assert result.returncode == 2
     assert "unexpected argument 'nginx'" in result.stderr
@@ -119,7 +114,7 @@ def test_unknown_flags_of_subcommands_are_named_too(subcommand, tmp_path):
 @pytest.mark.parametrize("spelling", [["-config", "{}"], ["--config", "{}"], ["-config={}"],
                                       ["--config={}"], ["-c", "{}"]])
 def test_go_spellings_of_a_flag_with_a_value(spelling, tmp_path, agent, certs):
-    conf = write_conf(tmp_path, agent, certs)
+    conf = write_conf(tmp_path, agent, certs, USR1)
     args = [a.format(conf) for a in spelling]
     result = run_helper("check-config", *args, "-daemon-mode=false")
     assert result.returncode == 0, result.stderr
@@ -127,7 +122,7 @@ def test_go_spellings_of_a_flag_with_a_value(spelling, tmp_path, agent, certs):
 
 
 def test_a_value_that_looks_like_a_flag_is_taken_as_the_value(tmp_path, agent, certs):
-    conf = write_conf(tmp_path, agent, certs)
+    conf = write_conf(tmp_path, agent, certs, USR1)
     odd = tmp_path / "-odd.conf"
     odd.write_text(conf.read_text())
     result = run_helper("check-config", "-config", "-odd.conf", cwd=tmp_path)
@@ -171,7 +166,7 @@ def test_check_config_help_shows_only_what_applies():
 
 
 def test_check_config_still_takes_the_run_flags_it_hides(tmp_path, agent, certs):
-    conf = write_conf(tmp_path, agent, certs)
+    conf = write_conf(tmp_path, agent, certs, USR1)
     result = run_helper("check-config", "-config", str(conf), "-log-level", "debug")
     assert result.returncode == 0, result.stderr
     assert 'log_level = "debug"' in result.stdout

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from util import BASE_CONF, HelperProcess, wait_for
+from util import BASE_CONF, HelperProcess, free_port, wait_for
 
 CONF = BASE_CONF
 
@@ -56,12 +55,6 @@ def test_a_hint_that_matches_no_svid_fails_liveness_and_names_the_hints(tmp_path
         line = next(line for line in helper.output().splitlines() if "nobody" in line)
         assert "hints offered" in line
     assert list(certs.iterdir()) == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_jwt_hint_that_matches_no_token_names_the_hints_offered():

@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
 import pwd
 import re
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import pytest
 from confine import Sandbox, cap_mask, helper_pid, proc_status, tool, world_dir
 from unitfile import capabilities, setting
-from util import ROOT, leaf_serial, wait_for
+from util import ROOT, Process, free_port, leaf_serial, wait_for
 
 from helper.devagent import DevAgentThread
 
@@ -129,12 +128,6 @@ def helper_user() -> pwd.struct_passwd:
     return pwd.getpwnam(user)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
@@ -186,12 +179,11 @@ health_checks {{
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
                     "HOME": str(self.state), "LANG": "C.UTF-8"}
 
-    def start_daemon(self) -> subprocess.Popen[bytes]:
+    def start_daemon(self) -> Process:
         argv = [sys.executable, str(ROOT / "tests" / "children" / "recorder.py"),
                 "--record", str(self.record), "--pid-file", str(self.pid_file)]
-        proc = subprocess.Popen(
-            self.sandbox.command(argv, user=DAEMON_USER, group=DAEMON_GROUP, caps=[]),
-            env=self.env, stdin=subprocess.DEVNULL)
+        proc = Process(self.sandbox.command(argv, user=DAEMON_USER, group=DAEMON_GROUP, caps=[]),
+                       env=self.env, stop_timeout=15.0)
         wait_for(lambda: self.pid_file.exists(), 20, "the daemon's pid file")
         return proc
 
@@ -204,25 +196,25 @@ health_checks {{
         return sum(1 for e in self.events() if e.get("name") == "SIGHUP")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def run_confined_helper(scene: Scene, user: pwd.struct_passwd, caps: list[str],
-                        log: Path) -> subprocess.Popen[bytes]:
+                        log: Path) -> Process:
     argv = [sys.executable, "-m", "helper", "-config", str(scene.config)]
     command = scene.sandbox.command(argv, user=user.pw_name,
                                     group=grp.getgrgid(user.pw_gid).gr_name, caps=caps,
                                     units=[FILES_ONLY])
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, env=scene.env, stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL)
+    return Process(command, log, env=scene.env, stop_timeout=15.0)
+
+
+@contextlib.contextmanager
+def daemon_and_helper(world: Path, user: pwd.struct_passwd,
+                      caps: list[str]) -> Iterator[tuple[DevAgentThread, Scene, Process]]:
+    """The scene's daemon and the confined helper (its log world/helper.log) on a dev-agent;
+    on exit the helper is stopped, then the daemon."""
+    with DevAgentThread(str(world / "agent" / "api.sock")) as agent:
+        scene = Scene(world, agent, user)
+        with scene.start_daemon(), \
+                run_confined_helper(scene, user, caps, world / "helper.log") as helper:
+            yield agent, scene, helper
 
 
 @pytest.mark.timeout(120)
@@ -230,53 +222,46 @@ def test_helper_works_with_only_what_the_files_only_unit_leaves_it(world, helper
     tool("setpriv")
     caps = capabilities([FILES_ONLY])
     assert capabilities([FILES_ONLY], "AmbientCapabilities") == caps
-    with DevAgentThread(str(world / "agent" / "api.sock")) as agent:
-        scene = Scene(world, agent, helper_user)
-        daemon = scene.start_daemon()
-        log = world / "helper.log"
-        helper = run_confined_helper(scene, helper_user, caps, log)
-        try:
-            key = scene.state / "svid_key.pem"
-            svid = scene.state / "svid.pem"
-            wait_for(lambda: (key.exists() and svid.exists()) or helper.poll() is not None,
-                     30, "the files")
-            assert helper.poll() is None, log.read_text()
+    log = world / "helper.log"
+    with daemon_and_helper(world, helper_user, caps) as (agent, scene, helper):
+        key = scene.state / "svid_key.pem"
+        svid = scene.state / "svid.pem"
+        wait_for(lambda: (key.exists() and svid.exists()) or helper.proc.poll() is not None,
+                 30, "the files")
+        assert helper.proc.poll() is None, log.read_text()
 
-            # it is confined as the unit says
-            status = proc_status(helper_pid(helper))
-            assert status["Uid"].split()[0] == str(helper_user.pw_uid)
-            assert int(status["CapBnd"], 16) == cap_mask(caps)
-            assert int(status["CapEff"], 16) == cap_mask(caps)
-            assert status["NoNewPrivs"] == "1"
-            assert status["Seccomp"] == "2"  # a filter
-            assert int(status["Seccomp_filters"]) >= 3
+        # it is confined as the unit says
+        status = proc_status(helper_pid(helper.proc))
+        assert status["Uid"].split()[0] == str(helper_user.pw_uid)
+        assert int(status["CapBnd"], 16) == cap_mask(caps)
+        assert int(status["CapEff"], 16) == cap_mask(caps)
+        assert status["NoNewPrivs"] == "1"
+        assert status["Seccomp"] == "2"  # a filter
+        assert int(status["Seccomp_filters"]) >= 3
 
-            # files with file_owner/file_group; the key 0600
-            daemon_user = pwd.getpwnam(DAEMON_USER)
-            for path in (key, svid, scene.state / "svid_bundle.pem"):
-                st = os.stat(path)
-                assert (st.st_uid, st.st_gid) == (daemon_user.pw_uid,
-                                                  grp.getgrnam(DAEMON_GROUP).gr_gid), path
-            assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+        # files with file_owner/file_group; the key 0600
+        daemon_user = pwd.getpwnam(DAEMON_USER)
+        for path in (key, svid, scene.state / "svid_bundle.pem"):
+            st = os.stat(path)
+            assert (st.st_uid, st.st_gid) == (daemon_user.pw_uid,
+                                              grp.getgrnam(DAEMON_GROUP).gr_gid), path
+        assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
 
-            # the daemon of another user, signalled through its pid file
-            wait_for(lambda: scene.hups() >= 1, 20, "SIGHUP to the daemon after the write")
-            serial = leaf_serial(svid)
-            agent.rotate()
-            wait_for(lambda: leaf_serial(svid) != serial, 20, "the rotated SVID")
-            wait_for(lambda: scene.hups() >= 2, 20, "SIGHUP to the daemon after rotation")
+        # the daemon of another user, signalled through its pid file
+        wait_for(lambda: scene.hups() >= 1, 20, "SIGHUP to the daemon after the write")
+        serial = leaf_serial(svid)
+        agent.rotate()
+        wait_for(lambda: leaf_serial(svid) != serial, 20, "the rotated SVID")
+        wait_for(lambda: scene.hups() >= 2, 20, "SIGHUP to the daemon after rotation")
 
-            # health served
-            url = f"http://127.0.0.1:{scene.port}"
-            assert wait_for(lambda: http_status(url + "/ready") == 200, 20, "/ready")
-            assert http_status(url + "/live") == 200
-            assert helper.poll() is None
-        finally:
-            stop(helper)
-            stop(daemon)
-        output = log.read_text()
-        assert "not permitted" not in output.lower(), output
-        assert not re.search(r" ERROR |Traceback", output), output
+        # health served
+        url = f"http://127.0.0.1:{scene.port}"
+        assert wait_for(lambda: http_status(url + "/ready") == 200, 20, "/ready")
+        assert http_status(url + "/live") == 200
+        assert helper.proc.poll() is None
+    output = log.read_text()
+    assert "not permitted" not in output.lower(), output
+    assert not re.search(r" ERROR |Traceback", output), output
 
 
 @pytest.mark.timeout(120)
@@ -284,18 +269,11 @@ def test_the_proof_is_not_vacuous_without_cap_kill(world, helper_user):
     """Without CAP_KILL the same setup cannot signal the daemon: the capabilities the
     test derives from the unit are what makes the other test pass."""
     caps = [c for c in capabilities([FILES_ONLY]) if c != "CAP_KILL"]
-    with DevAgentThread(str(world / "agent" / "api.sock")) as agent:
-        scene = Scene(world, agent, helper_user)
-        daemon = scene.start_daemon()
-        log = world / "helper.log"
-        helper = run_confined_helper(scene, helper_user, caps, log)
-        try:
-            wait_for(lambda: "not permitted to signal" in log.read_text(), 30,
-                     "the refused signal")
-        finally:
-            stop(helper)
-            stop(daemon)
-        assert scene.hups() == 0
+    log = world / "helper.log"
+    with daemon_and_helper(world, helper_user, caps) as (_agent, scene, _helper):
+        wait_for(lambda: "not permitted to signal" in log.read_text(), 30,
+                 "the refused signal")
+    assert scene.hups() == 0
 
 
 @pytest.mark.timeout(120)
@@ -313,14 +291,11 @@ def test_cap_kill_does_not_reach_a_process_the_pid_file_owner_does_not_own(world
             scene.pid_file.write_text(f"{victim.pid}\n")
             os.chown(scene.pid_file, daemon.pw_uid, daemon.pw_gid)
             log = world / "helper.log"
-            helper = run_confined_helper(scene, helper_user, caps, log)
-            try:
+            with run_confined_helper(scene, helper_user, caps, log) as helper:
                 wait_for(lambda: f"not owned by uid {daemon.pw_uid}" in log.read_text(), 30,
                          "the refusal")
                 assert victim.poll() is None, "the root process was signalled"
-                assert helper.poll() is None, log.read_text()
-            finally:
-                stop(helper)
+                assert helper.proc.poll() is None, log.read_text()
     finally:
         victim.kill()
         victim.wait(5)

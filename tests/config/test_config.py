@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from util import write_config as write
 
 from helper.config import (
     CONFIG_KEYS,
@@ -114,18 +115,6 @@ listener_enabled = true
 bind_port = 8082
 liveness_path = "/healthz"
 """
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> Path:
-    directory = tmp_path / "certs"
-    directory.mkdir()
-    return directory
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pwd
 import re
 import select
 import shutil
@@ -21,21 +22,29 @@ import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
-import pytest
+import util
 from cryptography import x509
-from util import ROOT, leaf_serial, wait_for
+from util import (
+    ROOT,
+    HelperProcess,
+    Process,
+    free_port,
+    leaf_serial,
+    reap,
+    wait_for,
+    wait_ready,
+    workdir,
+)
 
-from helper.devagent import DevAgentThread
+from helper.devagent import AgentOptions, DevAgentThread
 
 REQUIRE_ENV = "SPIFFE_HELPER_REQUIRE_DAEMONS"
-KEEP_ENV = "SPIFFE_HELPER_KEEP_WORKDIRS"
 APT_PACKAGES = "nginx-light postgresql mariadb-server mariadb-client"
 EXAMPLES = ROOT / "examples"
 # A rotation must be served (new connections get the new leaf) within this many seconds
@@ -44,6 +53,7 @@ SERVED_WITHIN = 5.0
 # Three SVID rotations, then a CA rotation.
 ROTATIONS = ("svid", "svid", "svid", "ca")
 PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+P = TypeVar("P", bound=Process)
 
 
 # --- what the machine must have -------------------------------------------------------------
@@ -51,10 +61,9 @@ PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 
 def missing(reason: str) -> NoReturn:
     """Skip with a loud reason, or fail when CI asked for the daemons."""
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_ENV}=1: the real daemons are required)")
-    pytest.skip(f"{reason}: install with `apt-get install -y {APT_PACKAGES}` "
-                f"(.ci/run does, and sets {REQUIRE_ENV}=1 so that this is a failure there)")
+    util.missing(reason, require_env=REQUIRE_ENV, needed="the real daemons are",
+                 remedy=f"install with `apt-get install -y {APT_PACKAGES}` (.ci/run does, and "
+                        f"sets {REQUIRE_ENV}=1 so that this is a failure there)")
 
 
 def require_binaries(*names: str) -> dict[str, str]:
@@ -127,76 +136,138 @@ def daemon_workdir(name: str) -> Iterator[Path]:
     directory, removed afterwards (kept with SPIFFE_HELPER_KEEP_WORKDIRS=1, to read the
     daemons' and the helper's logs in it).
     """
-    path = Path(tempfile.mkdtemp(prefix=f"spiffe-helper-{name}-"))
-    try:
+    with workdir(f"spiffe-helper-{name}-") as path:
         path.chmod(0o755)
         yield path
-    finally:
-        if os.environ.get(KEEP_ENV) != "1":
-            shutil.rmtree(path, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# --- a daemon, the helper and the dev-agent in a work directory ----------------------------
+
+
+@dataclass
+class Stack:
+    """A daemon serving, on 127.0.0.1:port, the SVID that the helper writes into work/certs
+    from the dev-agent; `files` are the example's files rendered into work."""
+
+    agent: DevAgentThread
+    work: Path
+    port: int
+    files: dict[str, Path]
+    helper: Process | None = None
+    server: Daemon | None = None  # when the helper does not start it as its cmd
+
+    @property
+    def certs(self) -> Path:
+        return self.work / "certs"
+
+    @property
+    def svid(self) -> Path:
+        return self.certs / "svid.pem"
+
+    @property
+    def bundle(self) -> Path:
+        return self.certs / "svid_bundle.pem"
+
+    def served(self) -> x509.Certificate:
+        """The leaf the daemon presents to a new connection (verified against the bundle)."""
+        raise NotImplementedError
+
+    def rotations(self) -> Iterator[Rotation]:
+        """Each of ROTATIONS in turn, yielded once the daemon serves it (the caller checks
+        what it must between them)."""
+        for kind in ROTATIONS:
+            yield rotate_and_wait_served(self.agent, self.svid, kind, self.served)
+
+    def helper_process(self, config: str) -> HelperProcess:
+        """The helper run with the example's config file `config`, its log in work."""
+        return HelperProcess("-config", str(self.files[config]), log=self.work / "helper.log")
+
+    @contextlib.contextmanager
+    def running(self, helper: P, serving: str = "") -> Iterator[P]:
+        """`helper` until it has written the first SVID or, with `serving`, until that daemon
+        (its cmd) listens on the port; stopped on exit."""
+        with helper:
+            self.helper = helper
+            if serving:
+                wait_listening(self.port, helper, serving)
+            else:
+                wait_ready(lambda: leaf_serial(self.svid), helper, "the helper's first write", 10)
+            yield helper
+
+    @contextlib.contextmanager
+    def serving(self, argv: list[str], name: str, *,
+                stop_signal: int = signal.SIGTERM) -> Iterator[Daemon]:
+        """The daemon `name` (its log work/<name>.log), listening on the port."""
+        with Daemon(argv, self.work / f"{name}.log", stop_signal=stop_signal) as server:
+            self.server = server
+            wait_listening(self.port, server, name)
+            yield server
+
+
+S = TypeVar("S", bound=Stack)
+
+
+@contextlib.contextmanager
+def example_stack(kind: type[S], example: str, dirs: Sequence[str], *, name: str = "",
+                  dns_names: Sequence[str] = (), files: tuple[str, ...] = ()) -> Iterator[S]:
+    """What examples/<example>/README.md does first: a private work directory with `dirs`,
+    the dev-agent, a free port, and the example's files (or the named `files`) rendered."""
+    with daemon_workdir(name or example) as work, \
+            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=tuple(dns_names))) as agent:
+        port = free_port()
+        for sub in dirs:
+            (work / sub).mkdir()
+        rendered = render_example(example, work, {"WORK": str(work), "PORT": str(port),
+                                                  "AGENT": agent.socket_path}, files)
+        yield kind(agent, work, port, rendered)
+
+
+def as_user(setpriv: str, user: str) -> list[str]:
+    """The prefix that runs a command as `user`: setpriv switches and execs, so there is no
+    fork of this (threaded, gRPC) process with a setuid step, and signals reach the server."""
+    return [setpriv, f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+
+
+def postgres_cluster(stack: Stack, bins: Mapping[str, str], owned: Sequence[str]) -> list[str]:
+    """A PostgreSQL cluster in work/data (0700) with the example's postgresql-spiffe.conf
+    included; the `owned` work subdirectories (data among them) are chowned to postgres.
+    Returns the prefix that runs a command as postgres."""
+    postgres = pwd.getpwnam("postgres")
+    for sub in owned:
+        os.chown(stack.work / sub, postgres.pw_uid, postgres.pw_gid)
+    (stack.work / "data").chmod(0o700)
+    as_postgres = as_user(bins["setpriv"], "postgres")
+    subprocess.run([*as_postgres, bins["initdb"], "-D", str(stack.work / "data"), "-U",
+                    "postgres", "--auth-local=peer", "--no-instructions", "--no-sync"],
+                   check=True, capture_output=True, timeout=60)
+    with (stack.work / "data" / "postgresql.conf").open("a") as conf:
+        conf.write(f"include '{stack.files['postgresql-spiffe.conf']}'\n")
+    return as_postgres
 
 
 # --- processes ------------------------------------------------------------------------------
 
 
-class Daemon:
+class Daemon(Process):
     """A server process under test, its output in a log file; stopped and reaped on exit."""
 
     def __init__(self, argv: list[str], log: Path, *,
                  stop_signal: int = signal.SIGTERM) -> None:
-        self.log_path = log
-        self.stop_signal = stop_signal
-        self._log = open(log, "wb")  # noqa: SIM115
-        # No user=/group= here: with those, subprocess forks this threaded (gRPC) process
-        # and runs setuid code in the child, which can crash; use setpriv in argv instead.
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-
-    def __enter__(self) -> Daemon:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(argv, log, stop_signal=stop_signal, stop_timeout=20.0)
 
 
-def wait_listening(port: int, *, alive: Callable[[], bool], log: Callable[[], str],
-                   what: str, timeout: float = 30.0) -> None:
+def wait_listening(port: int, process: Process, what: str, timeout: float = 30.0) -> None:
     """Poll until something accepts TCP connections on 127.0.0.1:port; fail early (with the
     log's tail) when the process that should listen has died."""
 
     def listening() -> bool:
-        if not alive():
-            raise AssertionError(f"{what} exited before listening on {port}:\n{log()[-4000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except OSError:
             return False
         return True
 
-    wait_for(listening, timeout, what=f"{what} listening on port {port}")
+    wait_ready(listening, process, f"{what} listening on port {port}", timeout)
 
 
 class LineClient:
@@ -243,11 +314,7 @@ class LineClient:
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        reap(self.proc, 10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -23,14 +23,13 @@ from harness import (
     EXAMPLES,
     Daemon,
     daemon_workdir,
-    free_port,
     render_example,
     require_binaries,
     require_root,
     served_cert_https,
     wait_listening,
 )
-from util import leaf_serial, wait_for
+from util import free_port, leaf_serial, wait_for
 
 from helper.devagent import AgentOptions, DevAgentThread
 
@@ -96,7 +95,7 @@ def test_sigterm_to_pid1_stops_nginx_cleanly_exits_with_its_status_and_leaves_no
     port = free_port()
     pid1 = start_pid1(tools, work, agent, port)
     with pid1:
-        wait_listening(port, alive=pid1.alive, log=pid1.output, what="nginx under PID 1")
+        wait_listening(port, pid1, "nginx under PID 1")
         served = served_cert_https(port, work / "certs" / "svid_bundle.pem")
         assert served.serial_number == leaf_serial(work / "certs" / "svid.pem")
         init = namespace_init(psutil.Process(pid1.proc.pid))

@@ -14,27 +14,20 @@ import grp
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from harness import (
     ROTATIONS,
     SERVED_WITHIN,
-    Daemon,
     LineClient,
-    daemon_workdir,
-    free_port,
-    render_example,
+    Stack,
+    example_stack,
     require_binaries,
     require_root,
-    rotate_and_wait_served,
     served_cert_mysql,
     spiffe_ids,
-    wait_listening,
 )
-from util import HelperProcess, leaf_serial, mode, wait_for
-
-from helper.devagent import AgentOptions, DevAgentThread
+from util import leaf_serial, mode
 
 pytestmark = pytest.mark.daemon
 
@@ -42,21 +35,8 @@ PASSWORD = "app-password"
 
 
 @dataclass
-class Stack:
-    agent: DevAgentThread
-    work: Path
-    port: int
-    helper: HelperProcess
-    server: Daemon
-    mariadb: str
-
-    @property
-    def svid(self) -> Path:
-        return self.work / "certs" / "svid.pem"
-
-    @property
-    def bundle(self) -> Path:
-        return self.work / "certs" / "svid_bundle.pem"
+class MariaDB(Stack):
+    mariadb: str = ""  # the client
 
     def served(self):
         return served_cert_mysql(self.port, self.bundle)
@@ -74,34 +54,24 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[MariaDB]:
     require_root("mariadbd runs as the mysql user and the helper chgrps its key")
     bins = require_binaries("mariadbd", "mariadb-install-db", "mariadb", "mariadb-admin")
-    with daemon_workdir("mariadb") as work, \
-            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=("localhost",))) as agent:
-        port = free_port()
-        # What examples/mariadb/README.md does, step by step.
-        (work / "certs").mkdir()
-        (work / "run").mkdir()
+    # What examples/mariadb/README.md does, step by step.
+    with example_stack(MariaDB, "mariadb", ("certs", "run"), dns_names=("localhost",)) as stack:
+        work, my_cnf = stack.work, stack.files["my.cnf"]
+        stack.mariadb = bins["mariadb"]
         subprocess.run(["chown", "mysql:", str(work / "run")], check=True, timeout=10)
-        files = render_example("mariadb", work, {"WORK": str(work), "PORT": str(port),
-                                                 "AGENT": agent.socket_path})
-        helper = HelperProcess("-config", str(files["helper.toml"]), log=work / "helper.log")
-        with helper:
-            wait_for(lambda: leaf_serial(work / "certs" / "svid.pem"), 10,
-                     what="the helper's first write")
-            subprocess.run([bins["mariadb-install-db"], f"--defaults-file={files['my.cnf']}",
+        with stack.running(stack.helper_process("helper.toml")):
+            subprocess.run([bins["mariadb-install-db"], f"--defaults-file={my_cnf}",
                             "--skip-test-db"], check=True, capture_output=True, timeout=60)
-            server = Daemon([bins["mariadbd"], f"--defaults-file={files['my.cnf']}"],
-                            work / "mariadbd.log")
-            with server:
-                wait_listening(port, alive=server.alive, log=server.output, what="mariadbd")
+            with stack.serving([bins["mariadbd"], f"--defaults-file={my_cnf}"], "mariadbd"):
                 subprocess.run(
                     [bins["mariadb"], "--no-defaults", f"--socket={work / 'run/mysqld.sock'}",
                      "--user=root", "-e",
                      f"CREATE USER app@'127.0.0.1' IDENTIFIED BY '{PASSWORD}' REQUIRE SSL"],
                     check=True, capture_output=True, timeout=20)
-                yield Stack(agent, work, port, helper, server, bins["mariadb"])
+                yield stack
 
 
 def test_the_key_is_readable_by_the_mysql_group_only(stack):
@@ -131,8 +101,7 @@ def test_mariadb_serves_each_rotation_within_5s_and_an_open_session_keeps_workin
     try:
         connection = session.query("SELECT CONNECTION_ID()")
         rotations = []
-        for kind in ROTATIONS:
-            rotation = rotate_and_wait_served(stack.agent, stack.svid, kind, stack.served)
+        for rotation in stack.rotations():
             rotations.append(rotation)
             # The session opened before the rotations: same connection, still TLS.
             assert session.query("SELECT CONNECTION_ID()") == connection

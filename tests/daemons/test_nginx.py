@@ -13,25 +13,19 @@ import http.client
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from harness import (
     ROTATIONS,
     SERVED_WITHIN,
+    Stack,
     client_context,
-    daemon_workdir,
-    free_port,
-    render_example,
+    example_stack,
     require_binaries,
-    rotate_and_wait_served,
     served_cert_https,
     spiffe_ids,
-    wait_listening,
 )
-from util import HelperProcess, leaf_serial, read_certs, wait_for
-
-from helper.devagent import AgentOptions, DevAgentThread
+from util import leaf_serial, read_certs, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -40,44 +34,26 @@ CHUNK = 4 * 1024 * 1024
 
 
 @dataclass
-class Stack:
-    agent: DevAgentThread
-    work: Path
-    port: int
-    helper: HelperProcess
-    big_sha256: str
-
-    @property
-    def svid(self) -> Path:
-        return self.work / "certs" / "svid.pem"
-
-    @property
-    def bundle(self) -> Path:
-        return self.work / "certs" / "svid_bundle.pem"
+class Nginx(Stack):
+    big_sha256: str = ""
 
     def served(self):
         return served_cert_https(self.port, self.bundle)
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[Nginx]:
     require_binaries("nginx")
-    with daemon_workdir("nginx") as work, \
-            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=("localhost",))) as agent:
-        port = free_port()
-        # What examples/nginx/README.md does, step by step.
-        for sub in ("certs", "www", "tmp"):
-            (work / sub).mkdir()
-        (work / "www" / "index.html").write_text("hello from nginx over a SPIFFE SVID\n")
+    # What examples/nginx/README.md does, step by step.
+    with example_stack(Nginx, "nginx", ("certs", "www", "tmp"),
+                       dns_names=("localhost",)) as stack:
+        (stack.work / "www" / "index.html").write_text("hello from nginx over a SPIFFE SVID\n")
         big = os.urandom(BIG)
-        (work / "www" / "big.bin").write_bytes(big)
-        files = render_example("nginx", work, {"WORK": str(work), "PORT": str(port),
-                                               "AGENT": agent.socket_path})
-        helper = HelperProcess("-config", str(files["helper.hcl"]), log=work / "helper.log")
-        with helper:
-            wait_listening(port, alive=lambda: helper.proc.poll() is None,
-                           log=helper.output, what="nginx (started by the helper)")
-            yield Stack(agent, work, port, helper, hashlib.sha256(big).hexdigest())
+        (stack.work / "www" / "big.bin").write_bytes(big)
+        stack.big_sha256 = hashlib.sha256(big).hexdigest()
+        with stack.running(stack.helper_process("helper.hcl"),
+                           serving="nginx (started by the helper)"):
+            yield stack
 
 
 def test_nginx_serves_the_svid_on_disk_verified_against_the_written_bundle(stack):
@@ -103,11 +79,10 @@ def test_nginx_serves_each_rotation_within_5s_while_a_download_in_flight_continu
     received = CHUNK // 4
 
     rotations = []
-    for kind in ROTATIONS:
-        rotation = rotate_and_wait_served(stack.agent, stack.svid, kind, stack.served)
+    for rotation in stack.rotations():
         rotations.append(rotation)
         chunk = response.read(CHUNK)
-        assert len(chunk) == CHUNK, f"download cut after the {kind} rotation"
+        assert len(chunk) == CHUNK, f"download cut after the {rotation.kind} rotation"
         digest.update(chunk)
         received += len(chunk)
 

@@ -22,21 +22,18 @@ from cryptography.hazmat.primitives import serialization
 from harness import (
     ROTATIONS,
     SERVED_WITHIN,
-    Daemon,
     LineClient,
-    daemon_workdir,
-    free_port,
-    render_example,
+    Stack,
+    example_stack,
+    postgres_cluster,
     require_binaries,
     require_root,
-    rotate_and_wait_served,
     served_cert_postgres,
     spiffe_ids,
-    wait_listening,
 )
-from util import HelperProcess, leaf_serial, mode, run_helper, wait_for
+from util import leaf_serial, mode, run_helper
 
-from helper.devagent import DevAgentThread, DevCA, MintedSVID
+from helper.devagent import DevCA, MintedSVID
 
 pytestmark = pytest.mark.daemon
 
@@ -44,25 +41,8 @@ PASSWORD = "app-password"
 
 
 @dataclass
-class Stack:
-    agent: DevAgentThread
-    work: Path
-    port: int
-    helper: HelperProcess
-    server: Daemon
-    psql: str
-
-    @property
-    def certs(self) -> Path:
-        return self.work / "certs"
-
-    @property
-    def svid(self) -> Path:
-        return self.certs / "svid.pem"
-
-    @property
-    def bundle(self) -> Path:
-        return self.certs / "svid_bundle.pem"
+class PostgreSQL(Stack):
+    psql: str = ""
 
     def served(self):
         return served_cert_postgres(self.port, self.bundle)
@@ -81,50 +61,30 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[PostgreSQL]:
     require_root("the server runs as the postgres user and the helper chowns its files")
     bins = require_binaries("initdb", "postgres", "psql", "setpriv")
     try:
         pwd.getpwnam("postgres")
     except KeyError:
         pytest.fail("the postgresql package is installed but there is no postgres user")
-    # setpriv switches to postgres and execs: no fork of this (threaded, gRPC) process with
-    # a setuid step, and signals reach the server itself.
-    as_postgres = [bins["setpriv"], "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-    with daemon_workdir("postgresql") as work, \
-            DevAgentThread(work / "agent.sock") as agent:
-        port = free_port()
-        # What examples/postgresql/README.md does, step by step.
-        for sub in ("certs", "client", "run", "data"):
-            (work / sub).mkdir()
-        for sub in ("run", "data"):
-            os.chown(work / sub, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
-        (work / "data").chmod(0o700)
-        files = render_example("postgresql", work, {"WORK": str(work), "PORT": str(port),
-                                                    "AGENT": agent.socket_path})
-        subprocess.run([*as_postgres, bins["initdb"], "-D", str(work / "data"), "-U",
-                        "postgres", "--auth-local=peer", "--no-instructions", "--no-sync"],
-                       check=True, capture_output=True, timeout=60)
-        with (work / "data" / "postgresql.conf").open("a") as conf:
-            conf.write(f"include '{files['postgresql-spiffe.conf']}'\n")
-
-        helper = HelperProcess("-config", str(files["helper.toml"]), log=work / "helper.log")
-        with helper:
-            wait_for(lambda: leaf_serial(work / "certs" / "svid.pem"), 10,
-                     what="the helper's first write")
-            server = Daemon([*as_postgres, bins["postgres"], "-D", str(work / "data")],
-                            work / "postgres.log", stop_signal=signal.SIGINT)
-            with server:
-                wait_listening(port, alive=server.alive, log=server.output, what="postgres")
-                subprocess.run(
-                    [*as_postgres, bins["psql"], "-h",
-                     str(work / "run"), "-p", str(port), "-X", "-q", "-c",
-                     f"CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"],
-                    check=True, capture_output=True, timeout=20)
-                # The client's SVID, written by the example's one-shot client helper.
-                result = run_helper("-config", str(files["client-helper.hcl"]))
-                assert result.returncode == 0, result.stderr
-                yield Stack(agent, work, port, helper, server, bins["psql"])
+    # What examples/postgresql/README.md does, step by step.
+    with example_stack(PostgreSQL, "postgresql", ("certs", "client", "run", "data")) as stack:
+        work = stack.work
+        stack.psql = bins["psql"]
+        as_postgres = postgres_cluster(stack, bins, owned=("run", "data"))
+        with stack.running(stack.helper_process("helper.toml")), \
+                stack.serving([*as_postgres, bins["postgres"], "-D", str(work / "data")],
+                              "postgres", stop_signal=signal.SIGINT):
+            subprocess.run(
+                [*as_postgres, bins["psql"], "-h",
+                 str(work / "run"), "-p", str(stack.port), "-X", "-q", "-c",
+                 f"CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"],
+                check=True, capture_output=True, timeout=20)
+            # The client's SVID, written by the example's one-shot client helper.
+            result = run_helper("-config", str(stack.files["client-helper.hcl"]))
+            assert result.returncode == 0, result.stderr
+            yield stack
 
 
 def write_client_svid(directory: Path, svid: MintedSVID) -> tuple[Path, Path]:
@@ -187,8 +147,7 @@ def test_postgres_serves_each_rotation_within_5s_and_an_open_session_keeps_worki
     try:
         backend = session.query("SELECT pg_backend_pid()")
         rotations = []
-        for kind in ROTATIONS:
-            rotation = rotate_and_wait_served(stack.agent, stack.svid, kind, stack.served)
+        for rotation in stack.rotations():
             rotations.append(rotation)
             # The session opened before the rotations: same backend, still TLS.
             assert session.query("SELECT pg_backend_pid()") == backend

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +18,19 @@ import pytest
 from confine import Sandbox, cap_mask, helper_pid, proc_status
 from harness import (
     SERVED_WITHIN,
-    daemon_workdir,
-    free_port,
-    render_example,
+    Stack,
+    example_stack,
+    postgres_cluster,
     require_binaries,
     require_root,
     rotate_and_wait_served,
     served_cert_https,
     served_cert_postgres,
-    wait_listening,
 )
 from unitfile import capabilities, setting
-from util import ROOT, HelperProcess, leaf_serial, mode, wait_for
+from util import ROOT, Process, leaf_serial, mode, wait_for
 
-from helper.devagent import AgentOptions, DevAgentThread
+from helper.devagent import DevAgentThread
 
 pytestmark = pytest.mark.daemon
 
@@ -44,17 +42,8 @@ REFUSALS = ("operation not permitted", "permission denied", "[emerg]", "[alert]"
             "panic", "traceback")
 
 
-class Confined(HelperProcess):
+def confined_helper(work: Path, units: list[Path], config: Path) -> Process:
     """The helper, started through the sandbox instead of directly."""
-
-    def __init__(self, command: list[str], log: Path, env: dict[str, str]) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=self._log, env=env,
-                                     stdin=subprocess.DEVNULL)
-
-
-def confined_helper(work: Path, units: list[Path], config: Path) -> Confined:
     user = setting(units, "User") or ["root"]
     group = setting(units, "Group") or user
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -62,10 +51,10 @@ def confined_helper(work: Path, units: list[Path], config: Path) -> Confined:
     command = Sandbox(work).command([sys.executable, "-m", "helper", "-config", str(config)],
                                     user=user[0], group=group[0],
                                     caps=capabilities(units), units=units)
-    return Confined(command, work / "helper.log", env)
+    return Process(command, work / "helper.log", env=env)
 
 
-def check_confined(helper: Confined, units: list[Path]) -> None:
+def check_confined(helper: Process, units: list[Path]) -> None:
     status = proc_status(helper_pid(helper.proc))
     user = setting(units, "User") or ["root"]
     assert status["Uid"].split()[0] == str(pwd.getpwnam(user[0]).pw_uid)
@@ -80,21 +69,15 @@ def no_refusals(text: str) -> None:
 
 
 @pytest.fixture
-def nginx_stack() -> Iterator[tuple[Path, DevAgentThread, int, Confined]]:
+def nginx_stack() -> Iterator[tuple[Path, DevAgentThread, int, Process]]:
     require_root("nginx's master runs as root with the drop-in's capabilities")
     require_binaries("nginx", "setpriv", "unshare")
-    with daemon_workdir("nginx-confined") as work, \
-            DevAgentThread(AgentOptions(work / "agent.sock", dns_names=("localhost",))) as agent:
-        port = free_port()
-        for sub in ("certs", "www", "tmp"):
-            (work / sub).mkdir()
-        (work / "www" / "index.html").write_text("confined\n")
-        files = render_example("nginx", work, {"WORK": str(work), "PORT": str(port),
-                                               "AGENT": agent.socket_path})
-        with confined_helper(work, NGINX, files["helper.hcl"]) as helper:
-            wait_listening(port, alive=lambda: helper.proc.poll() is None,
-                           log=helper.output, what="nginx (started by the confined helper)")
-            yield work, agent, port, helper
+    with example_stack(Stack, "nginx", ("certs", "www", "tmp"), name="nginx-confined",
+                       dns_names=("localhost",)) as stack:
+        (stack.work / "www" / "index.html").write_text("confined\n")
+        helper = confined_helper(stack.work, NGINX, stack.files["helper.hcl"])
+        with stack.running(helper, serving="nginx (started by the confined helper)"):
+            yield stack.work, stack.agent, stack.port, helper
 
 
 @pytest.mark.timeout(120)
@@ -148,33 +131,19 @@ def test_postgresql_runs_under_its_drop_in_without_capabilities():
     bins = require_binaries("initdb", "postgres", "setpriv", "unshare")
     postgres = pwd.getpwnam("postgres")
     assert capabilities(POSTGRESQL) == []
-    as_postgres = [bins["setpriv"], "--reuid=postgres", "--regid=postgres", "--init-groups",
-                   "--"]
 
-    with daemon_workdir("postgresql-confined") as work, \
-            DevAgentThread(work / "agent.sock") as agent:
+    with example_stack(Stack, "postgresql", ("certs", "run", "data", "client"),
+                       name="postgresql-confined",
+                       files=("postgresql-spiffe.conf", "pg_hba.conf")) as stack:
+        work, agent, port = stack.work, stack.agent, stack.port
         os.chmod(agent.socket_path, 0o666)
-        port = free_port()
         # the helper's state directory, chowned to User= by systemd; the server's own
-        for sub in ("certs", "run", "data", "client"):
-            (work / sub).mkdir()
-            os.chown(work / sub, postgres.pw_uid, postgres.pw_gid)
-        (work / "data").chmod(0o700)
-        files = render_example("postgresql", work,
-                               {"WORK": str(work), "PORT": str(port),
-                                "AGENT": agent.socket_path},
-                               files=("postgresql-spiffe.conf", "pg_hba.conf"))
-        subprocess.run([*as_postgres, bins["initdb"], "-D", str(work / "data"), "-U",
-                        "postgres", "--auth-local=peer", "--no-instructions", "--no-sync"],
-                       check=True, capture_output=True, timeout=60)
-        with (work / "data" / "postgresql.conf").open("a") as conf:
-            conf.write(f"include '{files['postgresql-spiffe.conf']}'\n")
+        postgres_cluster(stack, bins, owned=("certs", "run", "data", "client"))
         config = work / "helper.hcl"
         config.write_text(PG_HELPER.format(agent=agent.socket_path, work=work,
                                            postgres=bins["postgres"]))
-        with confined_helper(work, POSTGRESQL, config) as helper:
-            wait_listening(port, alive=lambda: helper.proc.poll() is None,
-                           log=helper.output, what="postgres (started by the confined helper)")
+        helper = confined_helper(work, POSTGRESQL, config)
+        with stack.running(helper, serving="postgres (started by the confined helper)"):
             check_confined(helper, POSTGRESQL)
             svid, key = work / "certs" / "svid.pem", work / "certs" / "svid_key.pem"
             bundle = work / "certs" / "svid_bundle.pem"

@@ -20,26 +20,24 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-import pytest
+import util
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from util import ROOT, wait_for
+from pki import is_leaf_key, make_root
+from util import ROOT, Process, wait_for, wait_ready, workdir
 
 SPIRE_VERSION = "v1.13.3"
 GOHELPER_VERSION = "v0.11.0"
 REQUIRE_ENV = "SPIFFE_HELPER_REQUIRE_PEERS"
 PEERS_ENV = "SPIFFE_HELPER_PEERS"
 BUILD = ROOT / "tests" / "interop" / "build-peers"
-KEEP_ENV = "SPIFFE_HELPER_KEEP_WORKDIRS"
 
 
 def peers_bin() -> Path:
@@ -48,10 +46,9 @@ def peers_bin() -> Path:
 
 
 def missing(reason: str) -> NoReturn:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_ENV}=1: the interop peers are required)")
-    pytest.skip(f"{reason}: run tests/interop/build-peers (needs Go; .ci/run does, and sets "
-                f"{REQUIRE_ENV}=1 so that this is a failure there)")
+    util.missing(reason, require_env=REQUIRE_ENV, needed="the interop peers are",
+                 remedy=f"run tests/interop/build-peers (needs Go; .ci/run does, and sets "
+                        f"{REQUIRE_ENV}=1 so that this is a failure there)")
 
 
 def require_peers(*names: str) -> dict[str, Path]:
@@ -64,42 +61,21 @@ def require_peers(*names: str) -> dict[str, Path]:
     return found
 
 
-@contextlib.contextmanager
-def short_workdir(prefix: str) -> Iterator[Path]:
+def short_workdir(prefix: str) -> contextlib.AbstractContextManager[Path]:
     """A private directory with a SHORT path: Unix socket paths must stay under 108 bytes,
     and pytest's tmp_path is long."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    try:
-        yield path
-    finally:
-        if os.environ.get(KEEP_ENV) != "1":
-            shutil.rmtree(path, ignore_errors=True)
+    return workdir(prefix, dir="/tmp")
 
 
-class Proc:
-    """A SPIRE process, its output in a log file; stopped and reaped on exit."""
-
-    def __init__(self, argv: Sequence[str | Path], log: Path) -> None:
-        self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(a) for a in argv], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+def start(command: Path, config: Path, log: Path, socket: Path, what: str,
+          *args: str) -> Process:
+    """`<command> run -config <config> <args>`, its output appended to `log`, once its
+    `healthcheck` on `socket` passes (a bounded poll; failing at once if it exits)."""
+    proc = Process([command, "run", "-config", config, *args], log, append=True,
+                   stop_timeout=15.0)
+    wait_ready(lambda: _run([command, "healthcheck", "-socketPath", socket], check=False,
+                            timeout=10).returncode == 0, proc, f"{what} healthy", 30)
+    return proc
 
 
 def _run(argv: Sequence[str | Path], *, check: bool = True,
@@ -110,12 +86,6 @@ def _run(argv: Sequence[str | Path], *, check: bool = True,
         raise AssertionError(f"{' '.join(map(str, argv))} exited {result.returncode}:\n"
                              f"{result.stdout}{result.stderr}")
     return result
-
-
-def _healthy(argv: Sequence[str | Path], proc: Proc, what: str) -> bool:
-    if not proc.alive():
-        raise AssertionError(f"{what} exited:\n{proc.output()[-4000:]}")
-    return _run(argv, check=False, timeout=10).returncode == 0
 
 
 @dataclass
@@ -134,7 +104,7 @@ class SpireServer:
     # (certificate, key) of an upstream root: SPIRE's CA is then an intermediate, and
     # every SVID chain carries it.
     upstream: tuple[Path, Path] | None = None
-    proc: Proc | None = None
+    proc: Process | None = None
     entries: list[Entry] = field(default_factory=list)
 
     @property
@@ -185,17 +155,13 @@ plugins {{
         (self.work / "data").mkdir(parents=True, exist_ok=True)
         conf = self.work / "server.conf"
         conf.write_text(self.config())
-        self.proc = Proc([self.bin / "spire-server", "run", "-config", conf],
-                         self.work / "server.log")
-        proc = self.proc
-        wait_for(lambda: _healthy([self.bin / "spire-server", "healthcheck", "-socketPath",
-                                   self.socket], proc, "spire-server"),
-                 30, what="spire-server healthy")
+        self.proc = start(self.bin / "spire-server", conf, self.work / "server.log",
+                          self.socket, "spire-server")
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.stop()
+            self.proc.close()
 
     def cmd(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
         sub = list(args)
@@ -251,7 +217,7 @@ class SpireAgent:
     work: Path
     server: SpireServer
     token: str = ""
-    proc: Proc | None = None
+    proc: Process | None = None
 
     @property
     def socket(self) -> Path:
@@ -286,29 +252,20 @@ plugins {{
         conf.write_text(self.config())
         if not self.token:
             self.token = self.server.join_token()
-        self.proc = Proc([self.bin / "spire-agent", "run", "-config", conf,
-                          "-joinToken", self.token], self.work / "agent.log")
-        proc = self.proc
-        wait_for(lambda: _healthy([self.bin / "spire-agent", "healthcheck", "-socketPath",
-                                   self.socket], proc, "spire-agent"),
-                 30, what="spire-agent healthy")
+        self.proc = start(self.bin / "spire-agent", conf, self.work / "agent.log", self.socket,
+                          "spire-agent", "-joinToken", self.token)
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.stop()
+            self.proc.close()
 
     def restart(self) -> None:
         """Stop and start again with the same data dir (the agent re-attests with its
         stored SVID; a join token is single-use)."""
         self.stop()
-        conf = self.work / "agent.conf"
-        self.proc = Proc([self.bin / "spire-agent", "run", "-config", conf],
-                         self.work / "agent.log")
-        proc = self.proc
-        wait_for(lambda: _healthy([self.bin / "spire-agent", "healthcheck", "-socketPath",
-                                   self.socket], proc, "spire-agent"),
-                 30, what="spire-agent healthy after restart")
+        self.proc = start(self.bin / "spire-agent", self.work / "agent.conf",
+                          self.work / "agent.log", self.socket, "spire-agent after restart")
 
     def run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         """`spire-agent <args> -socketPath <the Workload API socket>`, unchecked."""
@@ -376,8 +333,6 @@ def free_port_pair() -> int:
 
 def upstream_root(work: Path, trust_domain: str) -> tuple[Path, Path]:
     """A self-signed root CA (cert and PKCS#8 key files) for SPIRE's disk UpstreamAuthority."""
-    from pki import make_root
-
     root = make_root(trust_domain, cn=f"{trust_domain} upstream root")
     cert, key = work / "upstream.crt", work / "upstream.key"
     cert.write_bytes(root.cert.public_bytes(serialization.Encoding.PEM))
@@ -451,6 +406,14 @@ def helper_conf(path: Path, agent: Path, cert_dir: Path, **keys: object) -> Path
     return path
 
 
+def out_and_conf(tmp_path: Path, agent: Path, **keys: object) -> tuple[Path, Path]:
+    """tmp_path/out (created) and tmp_path/helper.conf, the helper writing into it from the
+    Workload API at `agent`."""
+    out = tmp_path / "out"
+    out.mkdir()
+    return out, helper_conf(tmp_path / "helper.conf", agent, out, **keys)
+
+
 X509_FILES = {"svid_file_name": "svid.pem", "svid_key_file_name": "svid_key.pem",
               "svid_bundle_file_name": "svid_bundle.pem"}
 
@@ -486,9 +449,7 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
 
 
 def key_matches(key_path: Path, leaf: x509.Certificate) -> bool:
-    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
+    return is_leaf_key(serialization.load_pem_private_key(key_path.read_bytes(), None), leaf)
 
 
 def check_x509_files(cert_dir: Path, spiffe_id: str, names: dict[str, str] = X509_FILES,

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import pytest
 from differential import describe_dir, differences, table
-from harness import free_port
 from spire import Spire, require_peers, spire, spire_server
-from util import ROOT, helper_cmd, wait_for
+from util import ROOT, free_port, helper_cmd, wait_for
 
 # SPIRE starts within the first test of a module: a longer timeout than the default.
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]

@@ -8,9 +8,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from harness import free_port
-from spire import X509_FILES, Spire, check_x509_files, helper_conf, spire
-from util import HelperProcess, leaf_serial, wait_for
+from spire import X509_FILES, Spire, check_x509_files, out_and_conf, spire
+from util import HelperProcess, free_port, leaf_serial, wait_for
 
 # SPIRE starts within the first test of a module: a longer timeout than the default.
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
@@ -36,12 +35,10 @@ def _stream_healthy(port: int) -> bool:
 def test_entry_deleted_recreated_and_agent_restarted(sp, tmp_path):
     entry = sp.entry("/workload", x509_ttl=30)
     sp.agent.wait_serving([ID])
-    out = tmp_path / "out"
-    out.mkdir()
     port = free_port()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out, **X509_FILES,
-                       health_checks={"listener_enabled": True, "bind_address": "127.0.0.1",
-                                      "bind_port": port})
+    out, conf = out_and_conf(tmp_path, sp.socket, **X509_FILES,
+                             health_checks={"listener_enabled": True,
+                                            "bind_address": "127.0.0.1", "bind_port": port})
     svid = out / "svid.pem"
     with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
         wait_for(lambda: leaf_serial(svid), 30, what="first SVID written")

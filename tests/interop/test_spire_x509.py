@@ -16,20 +16,20 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
-from harness import daemon_workdir, free_port, render_example, served_cert_https, wait_listening
+from harness import daemon_workdir, render_example, served_cert_https, wait_listening
 from spire import (
     X509_FILES,
     Spire,
     check_x509_files,
-    helper_conf,
     key_matches,
     load_certs,
+    out_and_conf,
     require_peers,
     spire,
     uri_sans,
     verify_chain,
 )
-from util import HelperProcess, leaf_serial, run_helper, wait_for
+from util import HelperProcess, free_port, leaf_serial, run_helper, wait_for
 
 # SPIRE starts within the first test of a module: a longer timeout than the default.
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
@@ -46,9 +46,7 @@ def sp() -> Iterator[Spire]:
 
 
 def test_one_shot_writes_spires_svid_key_and_a_chain_that_verifies_to_the_bundle(sp, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out, **X509_FILES)
+    out, conf = out_and_conf(tmp_path, sp.socket, **X509_FILES)
     result = run_helper("-config", str(conf), "-daemon-mode=false", timeout=60)
     assert result.returncode == 0, result.stderr
     leaf, root = check_x509_files(out, "spiffe://a.test/workload")
@@ -62,9 +60,7 @@ def test_one_shot_writes_spires_svid_key_and_a_chain_that_verifies_to_the_bundle
 
 @pytest.mark.timeout(120)
 def test_daemon_follows_two_spire_rotations_and_a_reader_never_sees_a_torn_file(sp, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out, **X509_FILES)
+    out, conf = out_and_conf(tmp_path, sp.socket, **X509_FILES)
     svid = out / "svid.pem"
     problems: list[str] = []
     reads, mismatches = [0], [0]
@@ -149,11 +145,9 @@ def _verify_jwt(token: str, jwks: dict) -> dict:
 
 @pytest.mark.timeout(120)
 def test_jwt_svid_refreshed_before_expiry_verifies_with_spires_keys(sp, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out,
-                       jwt_svids=[{"jwt_audience": "db", "jwt_svid_file_name": "db.token"}],
-                       jwt_bundle_file_name="jwt_bundle.json")
+    out, conf = out_and_conf(tmp_path, sp.socket,
+                             jwt_svids=[{"jwt_audience": "db", "jwt_svid_file_name": "db.token"}],
+                             jwt_bundle_file_name="jwt_bundle.json")
     token_file = out / "db.token"
     with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
         wait_for(token_file.exists, 30, what="JWT-SVID written")
@@ -194,8 +188,7 @@ def test_nginx_serves_spires_leaf_before_and_after_a_spire_rotation(sp):
         svid, bundle = work / "certs" / "svid.pem", work / "certs" / "svid_bundle.pem"
         with HelperProcess("-config", str(files["helper.hcl"]),
                            log=work / "helper.log") as helper:
-            wait_listening(port, alive=lambda: helper.proc.poll() is None,
-                           log=helper.output, what="nginx (started by the helper)")
+            wait_listening(port, helper, "nginx (started by the helper)")
             served = served_cert_https(port, bundle)  # verified against the written bundle
             assert served.serial_number == leaf_serial(svid)
             assert uri_sans(served) == ["spiffe://a.test/workload"]
@@ -217,9 +210,7 @@ def test_nginx_serves_spires_leaf_before_and_after_a_spire_rotation(sp):
 @pytest.mark.timeout(180)
 def test_ca_rotation_writes_the_new_bundle_and_the_next_leaf_verifies_against_it(sp, tmp_path):
     """Last in the module: it changes the CA for every test after it."""
-    out = tmp_path / "out"
-    out.mkdir()
-    conf = helper_conf(tmp_path / "helper.conf", sp.socket, out, **X509_FILES)
+    out, conf = out_and_conf(tmp_path, sp.socket, **X509_FILES)
     bundle = out / "svid_bundle.pem"
     with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
         wait_for(lambda: leaf_serial(out / "svid.pem"), 30, what="first SVID written")

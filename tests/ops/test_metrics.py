@@ -7,22 +7,12 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
+from util import REQUIRED_METRICS
 
 from helper.ops.metrics import escape_help, escape_label_value, format_value, render
 from helper.ops.status import WRITTEN, Status
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)
-REQUIRED = (
-    "spiffe_helper_x509_svid_expiry_timestamp_seconds",
-    "spiffe_helper_x509_rotations_total",
-    "spiffe_helper_jwt_svid_expiry_timestamp_seconds",
-    "spiffe_helper_workload_api_reconnects_total",
-    "spiffe_helper_refused_messages_total",
-    "spiffe_helper_write_failures_total",
-    "spiffe_helper_child_restarts_total",
-    "spiffe_helper_reloads_total",
-    "spiffe_helper_last_rotation_timestamp_seconds",
-)
 # One sample line of the text format: name, optional labels, value.
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})?'
                     r" (NaN|[+-]Inf|-?[0-9.e+-]+)$")
@@ -57,7 +47,7 @@ def samples(text: str) -> dict[str, float]:
 
 def test_every_required_metric_has_help_and_type():
     text = render(Status(), NOW)
-    for name in REQUIRED:
+    for name in REQUIRED_METRICS:
         assert f"# HELP {name} " in text
         assert re.search(rf"^# TYPE {name} (gauge|counter)$", text, re.M), name
 

@@ -17,11 +17,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from pki import TrustDomainCA, response, svid_message
+from pki import TrustDomainCA, response, svid_message, with_foreign_key
 from util import (
+    REQUIRED_METRICS,
     TESTS,
     HelperProcess,
     env_without,
@@ -30,6 +29,7 @@ from util import (
     mode,
     read_certs,
     run_helper,
+    serial_of,
     wait_for,
 )
 
@@ -54,17 +54,6 @@ health_checks {{
 """
 GO_READY_BODY = (b'{"status":"OK","health":{"file_write_statuses":'
                  b'{"x509_write_status":"written","jwt_write_status":{}}}}')
-REQUIRED_METRICS = (
-    "spiffe_helper_x509_svid_expiry_timestamp_seconds",
-    "spiffe_helper_x509_rotations_total",
-    "spiffe_helper_jwt_svid_expiry_timestamp_seconds",
-    "spiffe_helper_workload_api_reconnects_total",
-    "spiffe_helper_refused_messages_total",
-    "spiffe_helper_write_failures_total",
-    "spiffe_helper_child_restarts_total",
-    "spiffe_helper_reloads_total",
-    "spiffe_helper_last_rotation_timestamp_seconds",
-)
 JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+")
 
 
@@ -125,28 +114,6 @@ def metric(setup: Setup, sample: str) -> float | None:
         if name == sample:
             return float(value)
     return None
-
-
-def first_der(blob: bytes) -> bytes:
-    """The first DER certificate of a concatenated chain (a SEQUENCE with its length)."""
-    length = blob[1]
-    if length < 0x80:
-        return blob[: 2 + length]
-    size = length & 0x7F
-    return blob[: 2 + size + int.from_bytes(blob[2 : 2 + size], "big")]
-
-
-def serial_of(message: workload_pb2.X509SVIDResponse) -> int:
-    return x509.load_der_x509_certificate(first_der(message.svids[0].x509_svid)).serial_number
-
-
-def with_foreign_key(message: workload_pb2.X509SVIDResponse) -> workload_pb2.X509SVIDResponse:
-    bad = workload_pb2.X509SVIDResponse()
-    bad.CopyFrom(message)
-    bad.svids[0].x509_svid_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    return bad
 
 
 def lines_with(helper: HelperProcess, text: str) -> list[str]:

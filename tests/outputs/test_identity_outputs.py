@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+import util
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
@@ -61,9 +62,7 @@ def agent_at(tmp_path: Path, **options: Any) -> DevAgentThread:
 
 def write_conf(tmp_path: Path, agent: DevAgentThread, certs: Path, body: str,
                name: str = "helper.conf") -> Path:
-    path = tmp_path / name
-    path.write_text(f'agent_address = "{agent.address}"\ncert_dir = "{certs}"\n' + body)
-    return path
+    return util.write_conf(tmp_path, agent.address, certs, body, name=name, base=util.AGENT_CONF)
 
 
 # --- reading JWTs and the JWT bundle file the way a consumer would ----------------------------

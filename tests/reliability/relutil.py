@@ -5,8 +5,8 @@ that do not use the helper's code. (Fixtures are in conftest.py.)"""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
-import json
 import os
 import re
 import shutil
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,18 @@ TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:  # tests/util.py and tests/pki.py
     sys.path.insert(0, str(TESTS))
 
-from util import BASE_CONF, helper_cmd, wait_for  # noqa: E402
+from pki import is_leaf_key  # noqa: E402
+
+# Re-exported: the reliability tests import their helpers from here.
+from supervised import RECORDER, cmd_lines, gone, hcl, records  # noqa: E402, F401
+from util import (  # noqa: E402, F401
+    HelperProcess,
+    helper_cmd,
+    reap,
+    serial_of,
+    wait_for,
+    write_conf,
+)
 
 from helper._proto import workload_pb2  # noqa: E402
 from helper.outputs.writer import TEMP_MARKER  # noqa: E402
@@ -34,17 +46,8 @@ from helper.outputs.writer import TEMP_MARKER  # noqa: E402
 FILES = ("svid.pem", "svid_key.pem", "svid_bundle.pem")
 CERT, KEY, BUNDLE = FILES
 
-CONF = BASE_CONF
-
 REFUSED = re.compile(r"refused X\.509-SVID message \(rule (\w+)\)")
 RETRYING = re.compile(r"retrying in ([0-9.]+) s")
-
-
-def write_conf(tmp_path: Path, socket: str, cert_dir: Path, extra: str = "",
-               name: str = "helper.conf") -> Path:
-    path = tmp_path / name
-    path.write_text(CONF.format(socket=socket, cert_dir=cert_dir) + extra)
-    return path
 
 
 HEALTH = """\
@@ -120,11 +123,6 @@ def temps(cert_dir: Path) -> list[str]:
     return sorted(p.name for p in cert_dir.iterdir() if TEMP_MARKER in p.name)
 
 
-def _spki(key: object) -> bytes:
-    return key.public_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def parse_files(cert_dir: Path) -> tuple[list[x509.Certificate], object, list[x509.Certificate]]:
     """Each file on its own is complete and parseable; raises otherwise."""
     chain = x509.load_pem_x509_certificates((cert_dir / CERT).read_bytes())
@@ -137,7 +135,7 @@ def consistent_set(cert_dir: Path) -> x509.Certificate:
     """The three files form one identity: key matches leaf, chain verifies to the bundle."""
     chain, key, bundle = parse_files(cert_dir)
     leaf = chain[0]
-    assert _spki(key.public_key()) == _spki(leaf.public_key()), "key does not match leaf"  # type: ignore[attr-defined]
+    assert is_leaf_key(key, leaf), "key does not match leaf"
     for cert, issuer in itertools.pairwise(chain):
         cert.verify_directly_issued_by(issuer)
     last = chain[-1]
@@ -170,10 +168,6 @@ def files_equal_message(cert_dir: Path, message: workload_pb2.X509SVIDResponse) 
             and b"".join(c.public_bytes(der) for c in bundle) == svid.bundle)
 
 
-def serial_of(message: workload_pb2.X509SVIDResponse) -> int:
-    return x509.load_der_x509_certificate(message.svids[0].x509_svid).serial_number
-
-
 def refusals(log: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for rule in REFUSED.findall(log):
@@ -199,30 +193,6 @@ def assert_no_secret(text: str, keys: list[bytes]) -> None:
     for key in keys:
         for form in secret_forms(key):
             assert form not in text, "key material in the text"
-
-
-# --- children ---------------------------------------------------------------------------------
-
-RECORDER = TESTS / "children" / "recorder.py"  # the supervisor's test double (issue 4)
-
-
-def hcl(text: str) -> str:
-    """`text` as an HCL string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def cmd_lines(script: Path, *args: str) -> str:
-    """cmd and cmd_args running `script` with this Python (paths here have no spaces)."""
-    return f"cmd = {hcl(sys.executable)}\ncmd_args = {hcl(' '.join([str(script), *args]))}\n"
-
-
-def records(path: Path, event: str) -> list[dict[str, Any]]:
-    """The complete JSON lines of a child's record file with this event."""
-    try:
-        lines = path.read_text().splitlines(keepends=True)
-    except FileNotFoundError:
-        return []
-    return [r for r in (json.loads(x) for x in lines if x.endswith("\n")) if r["event"] == event]
 
 
 # --- the dev-agent ---------------------------------------------------------------------------
@@ -256,14 +226,23 @@ class AgentProcess:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            reap(self.proc, 10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
 
 def first_write(cert_dir: Path, timeout: float = 15) -> int:
     return wait_for(lambda: consistent_serial(cert_dir), timeout, "a consistent first write")
+
+
+@contextlib.contextmanager
+def streaming(tmp_path: Path, agent: Any, cert_dir: Path, extra: str = "", *args: str,
+              ) -> Iterator[tuple[HelperProcess, dict[str, tuple[bytes, int]], int]]:
+    """The helper CLI on `agent` (the base config and `extra`; `args` on its command line)
+    once it has written its first SVID and holds its stream open: (the helper, the files'
+    disk_state then, the agent's call count then)."""
+    conf = write_conf(tmp_path, agent, cert_dir, extra)
+    with HelperProcess("-config", str(conf), *args, log=tmp_path / "helper.log") as helper:
+        first_write(cert_dir)
+        agent.wait_streams(1)
+        yield helper, disk_state(cert_dir), agent.calls

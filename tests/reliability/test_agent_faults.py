@@ -24,6 +24,7 @@ from relutil import (
     http_get,
     metric_samples,
     serial_of,
+    streaming,
     temps,
     write_conf,
 )
@@ -155,12 +156,7 @@ def test_agent_killed_mid_stream_then_replaced_by_one_with_a_new_ca(tmp_path: Pa
 
 def test_stream_ended_cleanly_is_reopened_once_each_time(tmp_path: Path, certs: Path,
                                                          agent: DevAgentThread) -> None:
-    conf = write_conf(tmp_path, agent.socket_path, certs)
-    with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
-        first_write(certs)
-        agent.wait_streams(1)
-        before = disk_state(certs)
-        calls = agent.calls
+    with streaming(tmp_path, agent, certs) as (helper, before, calls):
         for n in range(1, 4):
             agent.end_streams()
             agent.wait_streams(1)
@@ -175,12 +171,7 @@ def test_stream_ended_cleanly_is_reopened_once_each_time(tmp_path: Path, certs: 
 
 def test_permission_denied_for_a_while_is_retried_with_backoff(tmp_path: Path, certs: Path,
                                                                agent: DevAgentThread) -> None:
-    conf = write_conf(tmp_path, agent.socket_path, certs)
-    with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
-        first_write(certs)
-        agent.wait_streams(1)
-        before = disk_state(certs)
-        calls = agent.calls
+    with streaming(tmp_path, agent, certs) as (helper, before, calls):
         agent.fail_next(2, grpc.StatusCode.PERMISSION_DENIED, "no identity for you yet")
         agent.end_streams()
         wait_for(lambda: agent.calls >= calls + 2, 10, "the refused calls")
@@ -197,12 +188,7 @@ def test_permission_denied_for_a_while_is_retried_with_backoff(tmp_path: Path, c
 
 def test_invalid_argument_mid_stream_is_final_one_call_files_kept(tmp_path: Path, certs: Path,
                                                                   agent: DevAgentThread) -> None:
-    conf = write_conf(tmp_path, agent.socket_path, certs)
-    with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
-        first_write(certs)
-        agent.wait_streams(1)
-        before = disk_state(certs)
-        calls = agent.calls
+    with streaming(tmp_path, agent, certs) as (helper, before, calls):
         agent.fail_next(100, grpc.StatusCode.INVALID_ARGUMENT, "you are doing it wrong")
         agent.end_streams()
         assert helper.proc.wait(10) == 1

@@ -20,6 +20,7 @@ from relutil import (
     cmd_lines,
     consistent_serial,
     first_write,
+    gone,
     health_block,
     http_get,
     metric_samples,
@@ -32,14 +33,6 @@ from util import HelperProcess, free_port, wait_for
 from helper.devagent import DevAgentThread
 
 STUBBORN = Path(__file__).resolve().parent / "children" / "stubborn.py"
-
-
-def dead(pid: int) -> bool:
-    """Gone, or a zombie (dead, waiting for whoever adopted it after the helper exited)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def zombies_of(pid: int) -> list[int]:
@@ -113,4 +106,4 @@ def test_a_child_and_its_daemonized_grandchild_that_ignore_term_are_killed_with_
         assert code == 0, helper.output()
         assert took >= 0.5  # the child had its stop_timeout
         assert took < 5, took  # and then SIGKILL: the helper did not hang on it
-        wait_for(lambda: dead(child) and dead(grandchild), 5, "nothing left running")
+        wait_for(lambda: gone(child) and gone(grandchild), 5, "nothing left running")

@@ -10,6 +10,7 @@ restores a consistent set, the one the agent sends.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pki import is_leaf_key
 from relutil import (
     FILES,
     KEY,
@@ -52,38 +54,34 @@ class Reader(threading.Thread):
         self.bad: list[str] = []
 
     def run(self) -> None:
+        checks = ([(name, assert_pair) for name in PAIRED]
+                  + [(name, functools.partial(parse, name=name)) for name in FILES])
         while not self.stop.is_set():
-            for name in PAIRED:
+            for name, check in checks:
                 try:
                     data = (self.cert_dir / name).read_bytes()
                 except FileNotFoundError:
                     continue
                 self.reads += 1
                 try:
-                    assert_pair(data)
-                except Exception as exc:  # a partial or mismatched file
+                    check(data)
+                except Exception as exc:  # a partial file fails to parse, or a mismatched pair
                     self.bad.append(f"{name}: {exc}")
-            for name in FILES:
-                try:
-                    data = (self.cert_dir / name).read_bytes()
-                except FileNotFoundError:
-                    continue
-                self.reads += 1
-                try:
-                    if name == KEY:
-                        serialization.load_pem_private_key(data, None)
-                    else:
-                        assert x509.load_pem_x509_certificates(data)
-                except Exception as exc:  # a partial file fails to parse
-                    self.bad.append(f"{name}: {exc}")
+
+
+def parse(data: bytes, name: str) -> None:
+    """One output file on its own parses (the key as a key, the others as certificates)."""
+    if name == KEY:
+        serialization.load_pem_private_key(data, None)
+    else:
+        assert x509.load_pem_x509_certificates(data)
 
 
 def assert_pair(pem: bytes) -> None:
     """One file, key then chain: the key is the leaf's."""
     key = serialization.load_pem_private_key(pem, None)
     leaf = x509.load_pem_x509_certificates(pem)[0]
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    assert key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
+    assert is_leaf_key(key, leaf)
 
 
 class Burst(threading.Thread):

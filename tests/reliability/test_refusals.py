@@ -13,13 +13,12 @@ import pki
 from relutil import (
     consistent_serial,
     disk_state,
-    first_write,
     health_block,
     refusals,
     refused_metric,
     serial_of,
+    streaming,
     temps,
-    write_conf,
 )
 from util import HelperProcess, free_port, wait_for
 
@@ -121,14 +120,8 @@ def test_every_malformed_message_is_refused_counted_and_the_files_and_stream_sta
         tmp_path: Path, certs: Path) -> None:
     with DevAgentThread(AgentOptions(str(tmp_path / "agent" / "api.sock"), hint=HINT)) as agent:
         port = free_port()
-        conf = write_conf(tmp_path, agent.socket_path, certs,
-                          f'hint = "{HINT}"\n' + health_block(port))
-        with HelperProcess("-config", str(conf), "--log-level", "debug",
-                           log=tmp_path / "helper.log") as helper:
-            first_write(certs)
-            agent.wait_streams(1)
-            before = disk_state(certs)
-            calls = agent.calls
+        with streaming(tmp_path, agent, certs, f'hint = "{HINT}"\n' + health_block(port),
+                       "--log-level", "debug") as (helper, before, calls):
             for n, (rule, build) in enumerate(BAD.items(), start=1):
                 agent.push(build())
                 wait_for(lambda r=rule: refused_metric(port).get(r) == 1, 10,
@@ -165,20 +158,15 @@ def _malformed_san_extension() -> workload_pb2.X509SVIDResponse:
 
 def test_a_certificate_whose_extensions_cannot_be_parsed_is_refused_not_a_crash(
         tmp_path: Path, certs: Path) -> None:
-    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as agent:
-        conf = write_conf(tmp_path, agent.socket_path, certs)
-        with HelperProcess("-config", str(conf), log=tmp_path / "helper.log") as helper:
-            first_write(certs)
-            agent.wait_streams(1)
-            before = disk_state(certs)
-            calls = agent.calls
-            agent.push(_malformed_san_extension())
-            wait_for(lambda: refusals(helper.output()) or helper.proc.poll() is not None, 10,
-                     "a refusal")
-            assert helper.proc.poll() is None, helper.output()
-            assert refusals(helper.output()) == {"der_parse": 1}
-            assert disk_state(certs) == before
-            good = agent.rotate()
-            wait_for(lambda: consistent_serial(certs) == serial_of(good), 10, "next rotation")
-            assert agent.calls == calls
-            assert helper.stop() == 0
+    with DevAgentThread(str(tmp_path / "agent" / "api.sock")) as agent, \
+            streaming(tmp_path, agent, certs) as (helper, before, calls):
+        agent.push(_malformed_san_extension())
+        wait_for(lambda: refusals(helper.output()) or helper.proc.poll() is not None, 10,
+                 "a refusal")
+        assert helper.proc.poll() is None, helper.output()
+        assert refusals(helper.output()) == {"der_parse": 1}
+        assert disk_state(certs) == before
+        good = agent.rotate()
+        wait_for(lambda: consistent_serial(certs) == serial_of(good), 10, "next rotation")
+        assert agent.calls == calls
+        assert helper.stop() == 0

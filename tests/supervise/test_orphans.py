@@ -10,18 +10,11 @@ import sys
 
 import psutil
 import pytest
-from supervised import RECORDER, Run, recorder_cmd, records, wait_records, write_conf
+from supervised import RECORDER, Run, gone, recorder_cmd, records, wait_records, write_conf
 from util import wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the parent-death signal is Linux-only")
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def recorders_running(record: str) -> list[int]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -14,6 +18,19 @@ from helper.workload import client as workload
 from helper.workload.address import parse_address
 from helper.workload.backoff import Backoff
 from helper.workload.client import SECURITY_HEADER, WorkloadAPIError, WorkloadClient, watch
+
+
+@contextlib.asynccontextmanager
+async def agent_and_client(tmp_path: Path, **options: Any,
+                           ) -> AsyncIterator[tuple[DevAgent, WorkloadClient]]:
+    """A dev-agent on tmp_path/a.sock and a client connected to it; both closed on exit."""
+    agent = DevAgent(AgentOptions(str(tmp_path / "a.sock"), **options))
+    await agent.start()
+    try:
+        async with WorkloadClient(parse_address(agent.address)) as client:
+            yield agent, client
+    finally:
+        await agent.stop()
 
 
 def fast_backoff() -> Backoff:
@@ -35,17 +52,12 @@ def test_security_header_is_the_spiffe_one():
 
 def test_stream_delivers_rotations(tmp_path):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                stream = client.x509_svid_stream()
-                first = await anext(stream)
-                agent.rotate()
-                second = await anext(stream)
-                await stream.aclose()
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            stream = client.x509_svid_stream()
+            first = await anext(stream)
+            agent.rotate()
+            second = await anext(stream)
+            await stream.aclose()
         return first, second
 
     first, second = asyncio.run(asyncio.wait_for(scenario(), 20))
@@ -55,19 +67,14 @@ def test_stream_delivers_rotations(tmp_path):
 
 def test_watch_reopens_a_stream_that_ends_cleanly(tmp_path):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        retries = []
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                messages = watch(client.x509_svid_stream, backoff=fast_backoff(), what="test",
-                                 on_retry=lambda e, d: retries.append((e, d)))
-                await anext(messages)
-                agent.end_streams()
-                await anext(messages)  # from a new stream
-                await messages.aclose()
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            retries = []
+            messages = watch(client.x509_svid_stream, backoff=fast_backoff(), what="test",
+                             on_retry=lambda e, d: retries.append((e, d)))
+            await anext(messages)
+            agent.end_streams()
+            await anext(messages)  # from a new stream
+            await messages.aclose()
         return agent.calls, retries
 
     calls, retries = asyncio.run(asyncio.wait_for(scenario(), 20))
@@ -113,16 +120,11 @@ def test_watch_retries_unavailable_until_the_agent_appears(tmp_path):
                                   grpc.StatusCode.UNIMPLEMENTED])
 def test_watch_raises_final_errors_at_once(tmp_path, code):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        agent.fail_next(5, code, "nope")
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                messages = watch(client.x509_svid_stream, backoff=fast_backoff(), what="test")
-                with pytest.raises(WorkloadAPIError) as info:
-                    await anext(messages)
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            agent.fail_next(5, code, "nope")
+            messages = watch(client.x509_svid_stream, backoff=fast_backoff(), what="test")
+            with pytest.raises(WorkloadAPIError) as info:
+                await anext(messages)
         return info.value, agent.calls
 
     error, calls = asyncio.run(asyncio.wait_for(scenario(), 20))
@@ -133,19 +135,14 @@ def test_watch_raises_final_errors_at_once(tmp_path, code):
 
 def test_watch_backs_off_on_permission_denied(tmp_path):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        agent.fail_next(3, grpc.StatusCode.PERMISSION_DENIED, "not yet")
-        delays = []
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                messages = watch(client.x509_svid_stream,
-                                 backoff=Backoff(initial=0.01, cap=1, factor=2, jitter=0),
-                                 what="test", on_retry=lambda e, d: delays.append(d))
-                await anext(messages)
-                await messages.aclose()
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            agent.fail_next(3, grpc.StatusCode.PERMISSION_DENIED, "not yet")
+            delays = []
+            messages = watch(client.x509_svid_stream,
+                             backoff=Backoff(initial=0.01, cap=1, factor=2, jitter=0),
+                             what="test", on_retry=lambda e, d: delays.append(d))
+            await anext(messages)
+            await messages.aclose()
         return delays
 
     assert asyncio.run(asyncio.wait_for(scenario(), 20)) == [0.01, 0.02, 0.04]
@@ -153,24 +150,19 @@ def test_watch_backs_off_on_permission_denied(tmp_path):
 
 def test_jwt_calls_deliver_tokens_and_bundles_and_map_errors(tmp_path):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                bundles = client.jwt_bundle_stream()
-                first = await anext(bundles)
-                agent.rotate_jwt_key()
-                second = await anext(bundles)
-                await bundles.aclose()
-                response = await client.fetch_jwt_svid(["aud"])
-                agent.fail_jwt_svids(grpc.StatusCode.UNAVAILABLE)
-                with pytest.raises(WorkloadAPIError) as transient:
-                    await client.fetch_jwt_svid(["aud"])
-                agent.fail_jwt_svids(None)
-                with pytest.raises(WorkloadAPIError) as final:
-                    await client.fetch_jwt_svid([])  # no audience: INVALID_ARGUMENT
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            bundles = client.jwt_bundle_stream()
+            first = await anext(bundles)
+            agent.rotate_jwt_key()
+            second = await anext(bundles)
+            await bundles.aclose()
+            response = await client.fetch_jwt_svid(["aud"])
+            agent.fail_jwt_svids(grpc.StatusCode.UNAVAILABLE)
+            with pytest.raises(WorkloadAPIError) as transient:
+                await client.fetch_jwt_svid(["aud"])
+            agent.fail_jwt_svids(None)
+            with pytest.raises(WorkloadAPIError) as final:
+                await client.fetch_jwt_svid([])  # no audience: INVALID_ARGUMENT
         return first, second, response, transient.value, final.value
 
     first, second, response, transient, final = asyncio.run(asyncio.wait_for(scenario(), 20))
@@ -213,16 +205,11 @@ def test_tcp_addresses_reach_the_agent(tmp_path):
 def test_trailers_only_errors_keep_their_code_and_details(tmp_path):
     """grpcio answers a call aborted before any message with a trailers-only response."""
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        agent.fail_next(1, grpc.StatusCode.PERMISSION_DENIED, "no identity for ünïcode")
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                with pytest.raises(WorkloadAPIError) as info:
-                    await anext(client.x509_svid_stream())
-                second = await anext(client.x509_svid_stream())  # same connection, fine
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            agent.fail_next(1, grpc.StatusCode.PERMISSION_DENIED, "no identity for ünïcode")
+            with pytest.raises(WorkloadAPIError) as info:
+                await anext(client.x509_svid_stream())
+            second = await anext(client.x509_svid_stream())  # same connection, fine
         return info.value, second
 
     error, second = asyncio.run(asyncio.wait_for(scenario(), 20))
@@ -234,16 +221,11 @@ def test_trailers_only_errors_keep_their_code_and_details(tmp_path):
 def test_a_large_federation_fits_the_message_size_cap(tmp_path):
     """1000 federated bundles (about 0.7 MiB) arrive; the cap (16 MiB) is far above it."""
     async def scenario():
-        agent = DevAgent(AgentOptions(str(tmp_path / "a.sock"),
-                                      federate=[f"td{i}.example" for i in range(1000)]))
-        await agent.start()
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                stream = client.x509_svid_stream()
-                message = await anext(stream)
-                await stream.aclose()
-        finally:
-            await agent.stop()
+        federate = [f"td{i}.example" for i in range(1000)]
+        async with agent_and_client(tmp_path, federate=federate) as (_agent, client):
+            stream = client.x509_svid_stream()
+            message = await anext(stream)
+            await stream.aclose()
         return message
 
     message = asyncio.run(asyncio.wait_for(scenario(), 50))
@@ -257,30 +239,25 @@ def test_ten_thousand_pushes_on_one_stream_never_stall(tmp_path):
     pushes = 10_000
 
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        base = agent.current
-        received = []
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                stream = client.x509_svid_stream()
-                received.append(await anext(stream))
+        async with agent_and_client(tmp_path) as (agent, client):
+            base = agent.current
+            received = []
+            stream = client.x509_svid_stream()
+            received.append(await anext(stream))
 
-                async def read_all():
-                    while len(received) < pushes + 1:
-                        received.append(await anext(stream))
+            async def read_all():
+                while len(received) < pushes + 1:
+                    received.append(await anext(stream))
 
-                reader = asyncio.create_task(read_all())
-                for i in range(pushes):
-                    message = workload_pb2.X509SVIDResponse()
-                    message.CopyFrom(base)
-                    message.svids[0].hint = f"push {i}"
-                    agent.push(message)
-                    await agent.flush(20)  # written by the server: nothing coalesced
-                await asyncio.wait_for(reader, 30)
-                await stream.aclose()
-        finally:
-            await agent.stop()
+            reader = asyncio.create_task(read_all())
+            for i in range(pushes):
+                message = workload_pb2.X509SVIDResponse()
+                message.CopyFrom(base)
+                message.svids[0].hint = f"push {i}"
+                agent.push(message)
+                await agent.flush(20)  # written by the server: nothing coalesced
+            await asyncio.wait_for(reader, 30)
+            await stream.aclose()
         return received, agent.calls
 
     received, calls = asyncio.run(asyncio.wait_for(scenario(), 55))
@@ -295,24 +272,19 @@ def test_ten_thousand_pushes_on_one_stream_never_stall(tmp_path):
 def test_an_undecodable_message_is_refused_and_the_stream_restarted(tmp_path, stream_name,
                                                                     data):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        retries = []
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                open_stream = (client.x509_svid_stream if stream_name == "x509"
-                               else client.jwt_bundle_stream)
-                messages = watch(open_stream, backoff=fast_backoff(), what="test",
-                                 on_retry=lambda e, d: retries.append((e, d)))
-                first = await anext(messages)
-                agent.push_raw(data, stream_name)
-                await agent.flush(10)
-                # the restarted stream gets the raw message again until a good one is out
-                good = agent.rotate() if stream_name == "x509" else agent.rotate_jwt_key()
-                second = await anext(messages)
-                await messages.aclose()
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            retries = []
+            open_stream = (client.x509_svid_stream if stream_name == "x509"
+                           else client.jwt_bundle_stream)
+            messages = watch(open_stream, backoff=fast_backoff(), what="test",
+                             on_retry=lambda e, d: retries.append((e, d)))
+            first = await anext(messages)
+            agent.push_raw(data, stream_name)
+            await agent.flush(10)
+            # the restarted stream gets the raw message again until a good one is out
+            good = agent.rotate() if stream_name == "x509" else agent.rotate_jwt_key()
+            second = await anext(messages)
+            await messages.aclose()
         return first, second, good, retries
 
     first, second, good, retries = asyncio.run(asyncio.wait_for(scenario(), 20))
@@ -330,16 +302,11 @@ def test_an_undecodable_message_is_refused_and_the_stream_restarted(tmp_path, st
 
 def test_an_undecodable_jwt_svid_answer_is_a_refused_message(tmp_path):
     async def scenario():
-        agent = DevAgent(str(tmp_path / "a.sock"))
-        await agent.start()
-        try:
-            async with WorkloadClient(parse_address(agent.address)) as client:
-                agent.push_raw(NOT_PROTOBUF["invalid UTF-8 in a string field"], "jwt_svid")
-                with pytest.raises(workload.RefusedMessage) as info:
-                    await client.fetch_jwt_svid(["aud"])
-                response = await client.fetch_jwt_svid(["aud"])  # the next answer is good
-        finally:
-            await agent.stop()
+        async with agent_and_client(tmp_path) as (agent, client):
+            agent.push_raw(NOT_PROTOBUF["invalid UTF-8 in a string field"], "jwt_svid")
+            with pytest.raises(workload.RefusedMessage) as info:
+                await client.fetch_jwt_svid(["aud"])
+            response = await client.fetch_jwt_svid(["aud"])  # the next answer is good
         return info.value, response
 
     error, response = asyncio.run(asyncio.wait_for(scenario(), 20))
