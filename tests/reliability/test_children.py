@@ -3,7 +3,7 @@ SIGTERM, and a grandchild that daemonizes and ignores SIGTERM too. The helper ke
 identity fresh through all of it, never spins, leaves no zombie, and when it stops nothing
 it started is left running. The real CLI, real children, real signals.
 
-tests/supervise/test_supervisor.py proves the supervisor's own rules (delays, exit codes,
+tests/supervise/test_supervisor_lifecycle.py proves the supervisor's own rules (delays, exit codes,
 forwarding);
 these tests prove what the faults do not break.
 """
