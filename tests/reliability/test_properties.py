@@ -10,7 +10,8 @@ and never a hang:
   the config layer too);
 - pathological addresses and cmd_args strings (long, repetitive) -> result or error, fast.
 
-tests/config/test_config_properties.py, test_address.py and test_cmdargs.py hold the per-module properties.
+tests/config/test_config_properties.py, test_address.py and test_cmdargs.py hold the per-module
+properties.
 """
 
 from __future__ import annotations
