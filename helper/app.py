@@ -102,9 +102,9 @@ class Core:
             pipeline = X509Pipeline(self.cfg, self.writer, self.status, events)
         else:
             # JWT parsing and the JWKS code are imported only by configs that fetch JWTs
-            from helper.outputs.jwt_pipeline import JWTOutputs
+            from helper.outputs.jwt_pipeline import JWTPipeline
 
-            pipeline = JWTOutputs(self.cfg, self.writer, self.status, events)
+            pipeline = JWTPipeline(self.cfg, self.writer, self.status, events)
         self.pipelines[name] = pipeline
 
     async def _written(self, name: str, snapshot: X509Snapshot,

@@ -1,7 +1,7 @@
 """The narrow interface between the core (helper/app.py) and what runs next to it.
 
 A **pipeline** turns one kind of Workload API data into files (`X509Pipeline` in
-helper/outputs/x509_pipeline.py, `JWTOutputs` in helper/outputs/jwt_pipeline.py). A
+helper/outputs/x509_pipeline.py, `JWTPipeline` in helper/outputs/jwt_pipeline.py). A
 **feature** (supervisor, health listener, expiry timers, sd_notify, config watcher, ...)
 reacts to what the pipelines did. Neither ever sees the core: each gets what it needs
 through its constructor (the config, the `Status`, the child's environment, a callable

@@ -1,6 +1,6 @@
 """JWT-SVIDs and JWT bundles: Workload API in, validated files on disk out.
 
-One `JWTOutputs` per helper, a pipeline (helper.features.Pipeline) the core creates when
+One `JWTPipeline` per helper, a pipeline (helper.features.Pipeline) the core creates when
 `jwt_svids` or `jwt_bundle_file_name` is set, as it creates the X.509 one:
 
 - the FetchJWTBundles stream is watched (re-opened and retried as the X.509 stream is);
@@ -63,7 +63,7 @@ def refresh_delay(expiry: datetime, now: datetime) -> float:
     return max(0.0, min(remaining / 2 + 1.0, remaining * 0.75, MAX_REFRESH_DELAY))
 
 
-class JWTOutputs:
+class JWTPipeline:
     """The JWT bundle watcher and one `JWTSVIDFetcher` per `jwt_svids` entry."""
 
     name = PIPELINE
@@ -298,7 +298,7 @@ class JWTOutputs:
 class JWTSVIDFetcher:
     """Keeps one `jwt_svids` entry's token file fresh."""
 
-    def __init__(self, entry: JWTSVIDConfig, outputs: JWTOutputs) -> None:
+    def __init__(self, entry: JWTSVIDConfig, outputs: JWTPipeline) -> None:
         self.entry = entry
         self.outputs = outputs
         self.cfg = outputs.cfg
