@@ -88,7 +88,8 @@ def _comment_safe(text: str) -> str:
 # --- the reference table --------------------------------------------------------------------
 
 def reference_table_markdown() -> str:
-    """The README reference table of every key, nested keys included."""
+    """The configuration reference table (docs/configuration.md) of every key, nested keys
+    included."""
     rows = [
         "| key | type | default | example | description |",
         "|-----|------|---------|---------|-------------|",
